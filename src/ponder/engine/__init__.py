@@ -1,0 +1,1 @@
+"""The engine: sequences, KV cache, scheduling, sampling and the generate loop."""

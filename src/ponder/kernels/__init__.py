@@ -1,0 +1,1 @@
+"""Numerical kernels: block formats, matrix products and the per-token operations."""
