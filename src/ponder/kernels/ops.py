@@ -1,0 +1,56 @@
+"""Per-token operations of the forward pass: RMSNorm, RoPE, SiLU*mul, residual add.
+
+Each kernel parallelizes over tokens (rows) only.  Every reduction runs in one
+fixed order inside one thread, and there is no fastmath, so a token's result is
+the same bits whatever batch it is in and however many threads run.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+
+@njit(parallel=True, cache=True)
+def rms_norm(x, weight, eps, out):
+    """out[t] = x[t] / sqrt(mean(x[t]^2) + eps) * weight; sums of squares in float64, in order."""
+    n, dim = x.shape
+    for t in prange(n):
+        ss = 0.0
+        for i in range(dim):
+            v = np.float64(x[t, i])
+            ss += v * v
+        inv = np.float32(1.0 / np.sqrt(ss / dim + eps))
+        for i in range(dim):
+            out[t, i] = (x[t, i] * inv) * weight[i]
+
+
+@njit(parallel=True, cache=True)
+def rope(x, positions, cos, sin):
+    """In place, x: (T, heads, d).  Rotates the halves of each head (rotate_half convention)."""
+    n, heads, d = x.shape
+    half = d // 2
+    for t in prange(n):
+        p = positions[t]
+        for h in range(heads):
+            for i in range(half):
+                a, b = x[t, h, i], x[t, h, i + half]
+                c, s = cos[p, i], sin[p, i]
+                x[t, h, i] = a * c - b * s
+                x[t, h, i + half] = b * c + a * s
+
+
+@njit(parallel=True, cache=True)
+def silu_mul(gate, up, out):
+    n, dim = gate.shape
+    for t in prange(n):
+        for i in range(dim):
+            g = gate[t, i]
+            out[t, i] = g / (np.float32(1.0) + np.exp(-g)) * up[t, i]
+
+
+def rope_tables(theta: float, head_dim: int, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """cos/sin of position x inverse frequency, computed in float64 and rounded once."""
+    inv_freq = theta ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+    angles = np.arange(length, dtype=np.float64)[:, None] * inv_freq[None, :]
+    return np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)

@@ -1,0 +1,102 @@
+"""The fast forward pass: Llama-family layers on the Numba kernels, over a paged KV cache.
+
+One call runs a flat batch of tokens from any number of sequences (prefill
+chunks and decode steps mixed).  Every kernel computes a token's values
+independently of the other tokens in the batch, so the logits of a sequence are
+bit-identical however it is batched, chunked or threaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ponder.kernels import attention, ops
+from ponder.loading.weights import ModelWeights
+from ponder.model.linear import Activations, make_linear
+
+
+@dataclass
+class StepInput:
+    """What the engine asks of one forward step.
+
+    tokens, positions: (T,) the new tokens and their positions in their sequences.
+    token_row: (T,) which row of block_tables holds the token's sequence.
+    block_tables: (S, max_blocks) int32 block ids of each sequence, in position order.
+    logits_rows: indices into the T tokens whose logits are wanted.
+    """
+
+    tokens: np.ndarray
+    positions: np.ndarray
+    token_row: np.ndarray
+    block_tables: np.ndarray
+    logits_rows: np.ndarray
+
+
+class _Layer:
+    def __init__(self, lw):
+        self.attn_norm, self.ffn_norm = lw.attn_norm.astype(np.float32), lw.ffn_norm.astype(np.float32)
+        self.wq, self.wk, self.wv, self.wo = (make_linear(lw.wq), make_linear(lw.wk), make_linear(lw.wv),
+                                              make_linear(lw.wo))
+        self.w_gate, self.w_up, self.w_down = make_linear(lw.w_gate), make_linear(lw.w_up), make_linear(lw.w_down)
+        self.bq, self.bk, self.bv = (None if b is None else b.astype(np.float32) for b in (lw.bq, lw.bk, lw.bv))
+
+    def nbytes(self) -> int:
+        return sum(m.nbytes for m in (self.wq, self.wk, self.wv, self.wo, self.w_gate, self.w_up, self.w_down))
+
+
+class FastModel:
+    def __init__(self, weights: ModelWeights):
+        self.config = c = weights.config
+        self.embed = weights.embed
+        self.layers = [_Layer(lw) for lw in weights.layers]
+        self.output = make_linear(weights.output)
+        self.final_norm = weights.final_norm.astype(np.float32)
+        self.cos, self.sin = ops.rope_tables(c.rope_theta, c.head_dim, c.context_length)
+        self.scale = np.float32(1.0 / np.sqrt(c.head_dim))
+
+    def nbytes(self) -> int:
+        return sum(layer.nbytes() for layer in self.layers) + self.output.nbytes
+
+    def forward(self, step: StepInput, k_pool: np.ndarray, v_pool: np.ndarray) -> np.ndarray:
+        """Run the new tokens through the model, writing their K/V into the pools.
+
+        k_pool, v_pool: (layers, blocks, kv_heads, block_size, head_dim) float32.
+        Returns float32 logits of shape (len(step.logits_rows), vocab).
+        """
+        c = self.config
+        n = len(step.tokens)
+        bs = k_pool.shape[3]
+        tables = step.block_tables
+        slot_block = tables[step.token_row, step.positions // bs].astype(np.int32)
+        slot_offset = (step.positions % bs).astype(np.int32)
+        context_len = (step.positions + 1).astype(np.int32)
+        x = self.embed.dequantize_rows(step.tokens)
+        h = np.empty_like(x)
+        attn = np.empty((n, c.n_heads, c.head_dim), np.float32)
+        for li, layer in enumerate(self.layers):
+            ops.rms_norm(x, layer.attn_norm, c.norm_eps, h)
+            act = Activations(h)
+            q, k, v = layer.wq(act), layer.wk(act), layer.wv(act)
+            if layer.bq is not None:
+                q, k, v = q + layer.bq, k + layer.bk, v + layer.bv
+            q = np.ascontiguousarray(q).reshape(n, c.n_heads, c.head_dim)
+            k = np.ascontiguousarray(k).reshape(n, c.n_kv_heads, c.head_dim)
+            v = np.ascontiguousarray(v).reshape(n, c.n_kv_heads, c.head_dim)
+            ops.rope(q, step.positions, self.cos, self.sin)
+            ops.rope(k, step.positions, self.cos, self.sin)
+            attention.write_kv(k_pool[li], v_pool[li], k, v, slot_block, slot_offset)
+            attention.paged_attention(q, k_pool[li], v_pool[li], tables, step.token_row, context_len,
+                                      self.scale, attn)
+            x = x + layer.wo(Activations(attn.reshape(n, -1)))
+            ops.rms_norm(x, layer.ffn_norm, c.norm_eps, h)
+            act = Activations(h)
+            gate, up = layer.w_gate(act), layer.w_up(act)
+            mid = np.empty_like(gate)
+            ops.silu_mul(np.ascontiguousarray(gate), np.ascontiguousarray(up), mid)
+            x = x + layer.w_down(Activations(mid))
+        rows = x[step.logits_rows]
+        out = np.empty_like(rows)
+        ops.rms_norm(rows, self.final_norm, c.norm_eps, out)
+        return np.ascontiguousarray(self.output(Activations(out)))

@@ -1,0 +1,57 @@
+"""Linear layers of the fast path: a weight matrix repacked for its kernel.
+
+Quantized weights (Q4_0, Q4_1, Q8_0) take the integer path: the activations are
+quantized to int8 per 32-block once per input and shared by every matrix that
+reads that input (Q, K and V; gate and up).  Float weights (F32, F16, BF16) are
+widened to float32 at load, which is exact, and multiply float activations.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ponder.kernels import qmatmul
+from ponder.kernels.float_matmul import matmul_f32
+from ponder.loading.weights import WeightTensor
+
+_INT_FORMATS = {"Q4_0": qmatmul.FMT_Q4_0, "Q4_1": qmatmul.FMT_Q4_1, "Q8_0": qmatmul.FMT_Q8_0}
+
+
+class Activations:
+    """The input of one or more linear layers: float32 rows, quantized on first use."""
+
+    def __init__(self, x: np.ndarray):
+        self.x = x
+        self._q = None
+
+    @property
+    def q(self):
+        if self._q is None:
+            self._q = qmatmul.quantize(self.x)
+        return self._q
+
+
+class QuantLinear:
+    def __init__(self, t: WeightTensor):
+        self.rows, self.cols = t.rows, t.cols
+        self.packed = qmatmul.from_gguf(_INT_FORMATS[t.fmt], t.data, t.rows, t.cols)
+        self.nbytes = self.packed.nbytes
+
+    def __call__(self, act: Activations) -> np.ndarray:
+        return qmatmul.matmul(self.packed, act.q)
+
+
+class FloatLinear:
+    def __init__(self, t: WeightTensor):
+        self.rows, self.cols = t.rows, t.cols
+        self.w = np.ascontiguousarray(t.dequantize(), dtype=np.float32)
+        self.nbytes = self.w.nbytes
+
+    def __call__(self, act: Activations) -> np.ndarray:
+        out = np.empty((act.x.shape[0], self.rows), np.float32)
+        matmul_f32(self.w, act.x, out)
+        return out
+
+
+def make_linear(t: WeightTensor):
+    return QuantLinear(t) if t.fmt in _INT_FORMATS else FloatLinear(t)
