@@ -1,0 +1,70 @@
+"""The paged KV cache: a pool of fixed-size blocks, their reference counts, copy-on-write.
+
+The pool holds, for every layer, `num_blocks` blocks of `block_size` positions.
+A sequence owns a block table: the ids of its blocks in position order.  Blocks
+are shared by reference count: forks of a sequence point at the same blocks, and
+a block is written only by a sequence that holds the sole reference to it
+(`make_writable` copies it first otherwise).  A block returns to the free list
+when its count drops to zero.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ponder.errors import PonderError
+
+
+class KVPoolFullError(PonderError):
+    http_status = 503
+    code = "kv_pool_full"
+
+
+class KVCache:
+    def __init__(self, n_layers: int, n_kv_heads: int, head_dim: int, num_blocks: int, block_size: int = 16):
+        self.block_size = block_size
+        self.num_blocks = num_blocks
+        shape = (n_layers, num_blocks, n_kv_heads, block_size, head_dim)
+        # np.zeros maps untouched pages lazily, so a large pool costs memory only as it fills
+        self.k = np.zeros(shape, np.float32)
+        self.v = np.zeros(shape, np.float32)
+        self.ref_count = np.zeros(num_blocks, np.int32)
+        self._free = list(range(num_blocks - 1, -1, -1))  # pop() hands out low ids first
+
+    @classmethod
+    def for_model(cls, config, memory_bytes: int, block_size: int = 16) -> KVCache:
+        per_block = 2 * config.n_layers * config.n_kv_heads * block_size * config.head_dim * 4
+        return cls(config.n_layers, config.n_kv_heads, config.head_dim, max(2, memory_bytes // per_block), block_size)
+
+    @property
+    def num_free(self) -> int:
+        return len(self._free)
+
+    def blocks_for(self, n_tokens: int) -> int:
+        return -(-n_tokens // self.block_size)
+
+    def allocate(self) -> int:
+        if not self._free:
+            raise KVPoolFullError("the KV cache pool is full")
+        block = self._free.pop()
+        self.ref_count[block] = 1
+        return block
+
+    def share(self, block: int) -> int:
+        self.ref_count[block] += 1
+        return block
+
+    def release(self, block: int) -> None:
+        self.ref_count[block] -= 1
+        if self.ref_count[block] == 0:
+            self._free.append(block)
+
+    def make_writable(self, table: list[int], index: int) -> None:
+        """Copy-on-write: give table[index] its own copy if the block is shared."""
+        block = table[index]
+        if self.ref_count[block] > 1:
+            fresh = self.allocate()
+            self.k[:, fresh] = self.k[:, block]
+            self.v[:, fresh] = self.v[:, block]
+            self.release(block)
+            table[index] = fresh

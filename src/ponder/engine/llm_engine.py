@@ -1,0 +1,221 @@
+"""Engine: the public entry point.  Requests in, sampled sequences out.
+
+`Engine.generate` turns prompts (text, token ids or chat messages) into requests,
+and steps the scheduler and the model until every sample has finished.  A
+request with n > 1 is prefilled once; its samples are forks that share the
+prompt's KV blocks.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ponder.engine import sampler
+from ponder.engine.kv_cache import KVCache
+from ponder.engine.sampling_params import SamplingParams
+from ponder.engine.scheduler import ScheduledChunk, Scheduler
+from ponder.engine.sequence import Sequence
+from ponder.errors import ContextLengthError, InvalidParameterError
+from ponder.loading.model_files import LoadedModel, load_model
+from ponder.model.fast_model import FastModel, StepInput
+
+Prompt = str | list[int] | list[dict]
+
+
+@dataclass
+class SampleOutput:
+    index: int
+    token_ids: list[int]
+    text: str
+    logprobs: list[float]
+    finish_reason: str
+    top_logprobs: list[list[tuple[int, float]]] = field(default_factory=list)
+
+
+@dataclass
+class GenerationResult:
+    prompt: Prompt
+    prompt_token_ids: list[int]
+    outputs: list[SampleOutput]
+    seed: int
+    params: SamplingParams
+
+    # the first sample, for the common n = 1 case
+    @property
+    def text(self) -> str:
+        return self.outputs[0].text
+
+    @property
+    def token_ids(self) -> list[int]:
+        return self.outputs[0].token_ids
+
+    @property
+    def logprobs(self) -> list[float]:
+        return self.outputs[0].logprobs
+
+    @property
+    def finish_reason(self) -> str:
+        return self.outputs[0].finish_reason
+
+
+@dataclass
+class _Request:
+    id: int
+    prompt: Prompt
+    prompt_ids: list[int]
+    params: SamplingParams
+    samples: list[Sequence] = field(default_factory=list)
+
+
+class Engine:
+    def __init__(self, model: LoadedModel, *, kv_memory: int = 512 << 20, block_size: int = 16,
+                 token_budget: int = 512, threads: int | None = None):
+        if threads is not None:
+            import numba
+            numba.set_num_threads(threads)
+        self.model = model
+        self.tokenizer = model.tokenizer
+        self.config = model.config
+        self.runner = FastModel(model.weights)
+        self.kv = KVCache.for_model(self.config, kv_memory, block_size)
+        self.scheduler = Scheduler(self.kv, token_budget=token_budget)
+        self._request_ids = itertools.count()
+        self._requests: dict[int, _Request] = {}
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str = "smollm2-135m", **kwargs) -> Engine:
+        return cls(load_model(name_or_path), **kwargs)
+
+    # -- prompts ------------------------------------------------------------
+    def encode_prompt(self, prompt: Prompt) -> list[int]:
+        if isinstance(prompt, str):
+            return self.tokenizer.encode(prompt)
+        if isinstance(prompt, list) and all(isinstance(m, dict) for m in prompt) and prompt:
+            return self.tokenizer.encode(self.tokenizer.apply_chat_template(prompt))
+        if isinstance(prompt, list) and all(isinstance(t, (int, np.integer)) for t in prompt) and prompt:
+            bad = [t for t in prompt if not 0 <= t < self.config.vocab_size]
+            if bad:
+                raise InvalidParameterError(f"token id {bad[0]} is outside the vocabulary (0..{self.config.vocab_size - 1})", "prompt")
+            return [int(t) for t in prompt]
+        raise InvalidParameterError("a prompt is a non-empty string, list of token ids, or list of chat messages", "prompt")
+
+    # -- requests -----------------------------------------------------------
+    def add_request(self, prompt: Prompt, params: SamplingParams) -> int:
+        params = params.with_seed()
+        ids = self.encode_prompt(prompt)
+        ctx = self.config.context_length
+        if len(ids) >= ctx:
+            raise ContextLengthError(
+                f"the prompt is {len(ids)} tokens; the model's context window is {ctx}, which leaves no room to generate"
+            )
+        if self.kv.blocks_for(len(ids) + 1) > self.kv.num_blocks:
+            raise ContextLengthError(
+                f"the prompt is {len(ids)} tokens but the KV pool holds only {self.kv.num_blocks * self.kv.block_size}"
+            )
+        req = _Request(next(self._request_ids), prompt, ids, params)
+        first = Sequence(req.id, 0, list(ids), params)
+        req.samples.append(first)
+        self._requests[req.id] = req
+        self.scheduler.add(first)
+        return req.id
+
+    def step(self) -> None:
+        chunks = self.scheduler.schedule()
+        if not chunks:
+            raise ContextLengthError("the KV pool is too small for any waiting request")  # pragma: no cover
+        logits = self.runner.forward(self._step_input(chunks), self.kv.k, self.kv.v)
+        done = [c for c in chunks if c.completes]
+        for chunk in chunks:
+            chunk.seq.num_computed = chunk.start + chunk.length
+        for chunk, row in zip(done, logits):
+            for seq in self._fork_if_first_draw(chunk.seq):
+                self._append_token(seq, row)
+
+    def run_until_done(self, request_ids: list[int]) -> list[GenerationResult]:
+        while any(not s.finished for r in request_ids for s in self._requests[r].samples):
+            self.step()
+        return [self._result(self._requests.pop(r)) for r in request_ids]
+
+    def generate(self, prompts: Prompt | list[Prompt], params: SamplingParams | None = None) -> list[GenerationResult]:
+        """Generate for one prompt or a list of prompts; returns one result per prompt."""
+        params = params or SamplingParams()
+        batch = prompts if _is_prompt_list(prompts) else [prompts]
+        ids = [self.add_request(p, params) for p in batch]
+        return self.run_until_done(ids)
+
+    # -- internals ----------------------------------------------------------
+    def _step_input(self, chunks: list[ScheduledChunk]) -> StepInput:
+        tokens, positions, rows, logits_rows = [], [], [], []
+        width = max(len(c.seq.block_table) for c in chunks)
+        tables = np.zeros((len(chunks), width), np.int32)
+        for i, c in enumerate(chunks):
+            toks = c.seq.tokens
+            tokens.extend(toks[c.start:c.start + c.length])
+            positions.extend(range(c.start, c.start + c.length))
+            rows.extend([i] * c.length)
+            tables[i, :len(c.seq.block_table)] = c.seq.block_table
+            if c.completes:
+                logits_rows.append(len(tokens) - 1)
+        return StepInput(np.array(tokens, np.int64), np.array(positions, np.int64), np.array(rows, np.int32),
+                         tables, np.array(logits_rows, np.int64))
+
+    def _fork_if_first_draw(self, seq: Sequence) -> list[Sequence]:
+        """At the end of prefill, the other n-1 samples of the request fork from the first."""
+        req = self._requests[seq.request_id]
+        if seq.output_ids or seq.sample_index != 0 or len(req.samples) == req.params.n:
+            return [seq]
+        for i in range(1, req.params.n):
+            child = Sequence(req.id, i, list(seq.prompt_ids), seq.params,
+                             block_table=[self.kv.share(b) for b in seq.block_table], num_computed=seq.num_computed)
+            req.samples.append(child)
+            self.scheduler.add_running(child)
+        return req.samples
+
+    def _append_token(self, seq: Sequence, logits: np.ndarray) -> None:
+        p = seq.params
+        position = len(seq)
+        token = sampler.sample_token(logits, p, seq.sample_index, position)
+        logprobs = sampler.log_softmax(logits)
+        seq.output_ids.append(token)
+        seq.logprobs.append(float(logprobs[token]))
+        if p.logprobs:
+            seq.top_logprobs.append(sampler.top_logprobs(logprobs, p.logprobs))
+        reason = self._finish_reason(seq, token)
+        if reason:
+            seq.finish_reason = reason
+            self.scheduler.finish(seq)
+
+    def _finish_reason(self, seq: Sequence, token: int) -> str | None:
+        p = seq.params
+        if not p.ignore_eos and token in self.tokenizer.eos_ids or token in p.stop_token_ids:
+            return "stop"
+        if p.stop:
+            text = self.tokenizer.decode(seq.output_ids)
+            cuts = [text.find(s) for s in p.stop if s in text]
+            if cuts:
+                seq.stop_text_end = min(cuts)
+                return "stop"
+        if len(seq.output_ids) >= p.max_tokens or len(seq) >= self.config.context_length:
+            return "length"
+        return None
+
+    def _result(self, req: _Request) -> GenerationResult:
+        outs = []
+        for s in sorted(req.samples, key=lambda s: s.sample_index):
+            shown = s.output_ids
+            if s.finish_reason == "stop" and shown and (shown[-1] in self.tokenizer.eos_ids or shown[-1] in s.params.stop_token_ids):
+                shown = shown[:-1]  # the stop token itself is not part of the text
+            text = self.tokenizer.decode(shown)
+            if s.stop_text_end is not None:
+                text = text[:s.stop_text_end]
+            outs.append(SampleOutput(s.sample_index, list(s.output_ids), text, s.logprobs, s.finish_reason,
+                                     s.top_logprobs))
+        return GenerationResult(req.prompt, req.prompt_ids, outs, req.params.seed, req.params)
+
+
+def _is_prompt_list(prompts) -> bool:
+    """A list of prompts, as opposed to one prompt that is itself a list (token ids or messages)."""
+    return isinstance(prompts, list) and bool(prompts) and all(isinstance(p, (str, list)) for p in prompts)
