@@ -1,0 +1,98 @@
+"""The engine on a tiny model: stops, lengths, logprobs, forks, preemption, prompts of every kind."""
+
+import numpy as np
+import pytest
+
+from ponder import Engine, SamplingParams
+from ponder.errors import InvalidParameterError
+from ponder.loading.model_files import load_model
+from ponder.model.reference import ReferenceModel, softmax
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_llama):
+    return Engine(load_model(str(tiny_llama[2])))
+
+
+def test_greedy_follows_reference_and_logprobs_are_exact(engine):
+    res = engine.generate("the cat is in", SamplingParams(temperature=0, max_tokens=8, ignore_eos=True))[0]
+    assert len(res.token_ids) == 8 and res.finish_reason == "length"
+    ref = ReferenceModel(engine.model.weights)
+    logits = ref.forward(res.prompt_token_ids + res.token_ids, ref.new_cache())[len(res.prompt_token_ids) - 1:-1]
+    assert list(logits.argmax(-1)) == res.token_ids
+    ref_lp = np.log(softmax(logits))[np.arange(8), res.token_ids]
+    np.testing.assert_allclose(res.logprobs, ref_lp, atol=1e-3)
+
+
+def test_prompt_forms_agree(engine):
+    p = SamplingParams(temperature=0, max_tokens=4, ignore_eos=True)
+    text = engine.generate("the hat", p)[0]
+    ids = engine.generate(text.prompt_token_ids, p)[0]
+    assert ids.token_ids == text.token_ids
+    chat = engine.generate([{"role": "user", "content": "hi"}], p)[0]
+    assert chat.prompt_token_ids[0] == 1  # <|im_start|>
+    both = engine.generate(["the hat", [{"role": "user", "content": "hi"}]], p)
+    assert both[0].token_ids == text.token_ids and both[1].token_ids == chat.token_ids
+
+
+def test_stop_string_truncates_text(engine):
+    free = engine.generate("the", SamplingParams(temperature=0, max_tokens=12, ignore_eos=True))[0]
+    stop = free.text[3:5]
+    res = engine.generate("the", SamplingParams(temperature=0, max_tokens=12, ignore_eos=True, stop=[stop]))[0]
+    assert res.finish_reason == "stop"
+    assert res.text == free.text[:free.text.find(stop)]
+    assert stop not in res.text
+
+
+def test_stop_token_ids(engine):
+    free = engine.generate("the", SamplingParams(temperature=0, max_tokens=6, ignore_eos=True))[0]
+    res = engine.generate("the", SamplingParams(temperature=0, max_tokens=6, ignore_eos=True,
+                                                stop_token_ids=[free.token_ids[2]]))[0]
+    assert res.finish_reason == "stop" and res.token_ids == free.token_ids[:free.token_ids.index(free.token_ids[2]) + 1]
+
+
+def test_top_logprobs(engine):
+    res = engine.generate("the", SamplingParams(temperature=0, max_tokens=3, logprobs=5))[0]
+    top = res.outputs[0].top_logprobs
+    assert len(top) == len(res.token_ids) and all(len(t) == 5 for t in top)
+    assert top[0][0][0] == res.token_ids[0] and top[0][0][1] == res.logprobs[0]
+    assert all(a[1] >= b[1] for a, b in zip(top[0], top[0][1:]))
+
+
+def test_n_samples_fork_and_reproduce(engine):
+    p = SamplingParams(temperature=1.0, n=5, max_tokens=10, seed=123, ignore_eos=True)
+    res = engine.generate("the cat", p)[0]
+    assert [o.index for o in res.outputs] == list(range(5))
+    assert len({tuple(o.token_ids) for o in res.outputs}) > 1
+    again = engine.generate("the cat", p)[0]
+    assert [o.token_ids for o in again.outputs] == [o.token_ids for o in res.outputs]
+    solo = engine.generate("the cat", SamplingParams(temperature=1.0, n=1, max_tokens=10, seed=123, ignore_eos=True))
+    assert solo[0].token_ids == res.outputs[0].token_ids
+
+
+def test_seed_is_drawn_and_reported_when_absent(engine):
+    res = engine.generate("the", SamplingParams(temperature=1.0, max_tokens=5, ignore_eos=True))[0]
+    again = engine.generate("the", SamplingParams(temperature=1.0, max_tokens=5, ignore_eos=True, seed=res.seed))[0]
+    assert again.token_ids == res.token_ids
+
+
+def test_small_kv_pool_preempts_and_finishes_everything(tiny_llama):
+    """A pool too small for all requests at once: they wait or are preempted, none is lost."""
+    roomy = Engine(load_model(str(tiny_llama[2])))
+    tight = Engine(load_model(str(tiny_llama[2])), kv_memory=1)  # the minimum: 2 blocks of 16
+    tight.kv = type(tight.kv)(tight.config.n_layers, tight.config.n_kv_heads, tight.config.head_dim, 6, 16)
+    tight.scheduler.kv = tight.kv
+    prompts = ["the cat is in the hat", "and the", "is it in", "the the the"]
+    p = SamplingParams(temperature=0.7, max_tokens=20, seed=9, ignore_eos=True)
+    expect = roomy.generate(prompts, p)
+    got = tight.generate(prompts, p)
+    assert [r.token_ids for r in got] == [r.token_ids for r in expect]
+    assert [r.logprobs for r in got] == [r.logprobs for r in expect]
+    assert tight.scheduler.num_preemptions > 0
+    assert tight.kv.num_free == tight.kv.num_blocks
+
+
+def test_bad_prompts_are_rejected(engine):
+    for bad in ([], [10**9], [{"content": "x"}], 5):
+        with pytest.raises(InvalidParameterError):
+            engine.generate(bad, SamplingParams(max_tokens=1))
