@@ -58,6 +58,21 @@ def _cmd_generate(args) -> int:
     return 0
 
 
+def _cmd_bench(args) -> int:
+    from ponder.bench import suite
+
+    if args.kind == "kernels":
+        out = suite.run_kernels(args.model, args.threads, args.repeats)
+    else:
+        tokens = args.tokens or (256 if args.kind == "prefill" else 64)
+        out = suite.run_speed(args.kind, args.model, args.threads, args.vs, tokens, args.repeats)
+    if args.json:
+        print(json.dumps(out))
+    else:
+        suite.print_report(out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ponder.loading.registry import DEFAULT_MODEL
 
@@ -85,6 +100,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", action="store_true", help="print ids, text and finish reason as one JSON object")
     p.set_defaults(func=_cmd_generate)
+
+    p = sub.add_parser("bench", help="measure speed against llama.cpp and the machine's limits")
+    p.add_argument("kind", choices=["kernels", "decode", "prefill"])
+    p.add_argument("-m", "--model", default=DEFAULT_MODEL)
+    p.add_argument("--vs", choices=["llama.cpp"], default=None, help="also run llama.cpp (pip install 'ponder[bench]')")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--tokens", type=int, default=None, help="tokens to decode (64) or prompt length to prefill (256)")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_bench)
     return parser
 
 

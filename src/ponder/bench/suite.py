@@ -1,0 +1,120 @@
+"""`ponder bench` figures: each result with its ratio to llama.cpp and to the machine's limits."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from datetime import datetime, timezone
+
+import numba
+import numpy as np
+
+from ponder.bench import machine, speed
+
+
+def _header(kind: str, model, threads: int) -> dict:
+    info = machine.cpu_info()
+    return {"benchmark": kind, "model": model.name, "file": model.path, "threads": threads,
+            "cpu": info["name"], "vnni": info["vnni"], "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+
+
+def run_speed(kind: str, model_name: str, threads: int, vs: str | None, tokens: int, repeats: int) -> dict:
+    from ponder import Engine
+
+    numba.set_num_threads(threads)
+    engine = Engine.from_pretrained(model_name, threads=threads)
+    model, cfg = engine.model, engine.config
+    out = _header(kind, model, threads)
+    bw = machine.memory_bandwidth(threads)
+    peaks = machine.peak_ops(threads)
+    weight_bytes = engine.runner.nbytes()
+    flops = cfg.matmul_flops_per_token()
+    out.update({"memory_bandwidth_GBs": bw / 1e9, "weight_bytes_per_token": weight_bytes,
+                "matmul_flop_per_token": flops, "peak_fp32_GFLOPs": peaks["fp32_flops"] / 1e9,
+                "peak_int8_GOPs": peaks["int8_ops"] / 1e9})
+    figures = []
+    if kind == "decode":
+        figures.append(speed.ponder_decode(engine, tokens, repeats))
+        if vs:
+            figures.append(speed.llama_decode(model.path, engine.tokenizer, threads, tokens, repeats))
+        out["limit_tok_s"] = bw / weight_bytes
+    else:
+        figures.append(speed.ponder_prefill(engine, tokens, repeats))
+        if vs:
+            figures.append(speed.llama_prefill(model.path, engine.tokenizer, threads, tokens, repeats))
+        out["limit_tok_s"] = peaks["int8_ops"] / flops
+    out["tokens"] = tokens
+    out["results"] = []
+    for f in figures:
+        out["results"].append({
+            "engine": f.engine, "tok_s": f.tok_s, "runs": [round(r, 1) for r in f.runs],
+            "GB_s": f.tok_s * weight_bytes / 1e9, "GFLOP_s": f.tok_s * flops / 1e9,
+            "fraction_of_limit": f.tok_s / out["limit_tok_s"],
+        })
+    if vs and len(figures) == 2:
+        out["ratio_vs_llama_cpp"] = figures[0].tok_s / figures[1].tok_s
+    return out
+
+
+def run_kernels(model_name: str, threads: int, repeats: int) -> dict:
+    """Each distinct weight matrix of the model through the quantized matmul, at 1 and 256 tokens."""
+    from ponder.loading.model_files import load_model
+    from ponder.model.linear import Activations, make_linear
+
+    numba.set_num_threads(threads)
+    model = load_model(model_name)
+    out = _header("kernels", model, threads)
+    bw = machine.memory_bandwidth(threads)
+    out["memory_bandwidth_GBs"] = bw / 1e9
+    layer = model.weights.layers[0]
+    mats = dict(layer.matrices())
+    mats["output"] = model.weights.output
+    rng = np.random.default_rng(0)
+    out["results"] = []
+    for name in ("wq", "wk", "wo", "w_gate", "w_down", "output"):
+        t = mats[name]
+        lin = make_linear(t)
+        for m in (1, 16, 256):
+            act = Activations(rng.standard_normal((m, t.cols)).astype(np.float32))
+            act.q  # quantize outside the timing
+            lin(act)
+            times = []
+            for _ in range(repeats):
+                s = time.perf_counter()
+                lin(act)
+                times.append(time.perf_counter() - s)
+            sec = statistics.median(times)
+            out["results"].append({"matrix": f"{name} {t.rows}x{t.cols} {t.fmt}", "tokens": m, "us": sec * 1e6,
+                                   "GOP_s": 2 * t.rows * t.cols * m / sec / 1e9, "GB_s": lin.nbytes / sec / 1e9})
+    return out
+
+
+def print_report(out: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"[bold]ponder bench {out['benchmark']}[/bold]  {out['model']}  threads={out['threads']}  "
+                  f"{out['cpu']}  {out['date']}")
+    console.print(f"memory read bandwidth (measured): {out['memory_bandwidth_GBs']:.1f} GB/s")
+    if out["benchmark"] == "kernels":
+        table = Table()
+        for col in ("matrix", "tokens", "µs", "GOP/s", "GB/s of weights"):
+            table.add_column(col, justify="right")
+        for r in out["results"]:
+            table.add_row(r["matrix"], str(r["tokens"]), f"{r['us']:.0f}", f"{r['GOP_s']:.1f}", f"{r['GB_s']:.1f}")
+        console.print(table)
+        return
+    limit_name = "bandwidth limit" if out["benchmark"] == "decode" else "int8 peak"
+    console.print(f"{limit_name}: {out['limit_tok_s']:.0f} tok/s  (weights {out['weight_bytes_per_token'] / 1e6:.1f} MB/token, "
+                  f"{out['matmul_flop_per_token'] / 1e6:.0f} MFLOP/token; peaks fp32 {out['peak_fp32_GFLOPs']:.0f} GFLOP/s, "
+                  f"int8 {out['peak_int8_GOPs']:.0f} GOP/s)")
+    table = Table()
+    for col in ("engine", "tok/s (median)", "GB/s", "GFLOP/s", f"× {limit_name}", "runs"):
+        table.add_column(col, justify="right")
+    for r in out["results"]:
+        table.add_row(r["engine"], f"{r['tok_s']:.1f}", f"{r['GB_s']:.1f}", f"{r['GFLOP_s']:.1f}",
+                      f"{r['fraction_of_limit']:.2f}", " ".join(str(x) for x in r["runs"]))
+    console.print(table)
+    if "ratio_vs_llama_cpp" in out:
+        console.print(f"[bold]ponder / llama.cpp = {out['ratio_vs_llama_cpp']:.2f}×[/bold]")
