@@ -40,6 +40,11 @@ unsigned).  Q4 packs two steps per 64-byte vector: vector j holds step 2j in the
 nibbles and step 2j+1 in the high nibbles, unpacked with AND 0x0F / SHR 4.
 The fp16 scales are widened in the kernel (vcvtph2ps, exact), which keeps the byte
 count equal to GGUF's.
+
+Caching: the drivers use cache=True.  The on-disk cache is keyed by CPU and source
+file, NOT by the PONDER_QMM_* environment variables below: use a separate
+NUMBA_CACHE_DIR when changing them.  njit code that calls the qmm_* kernels and is
+itself cached should be parallel=True too (see quantize_act_auto).
 """
 
 import os
@@ -47,18 +52,20 @@ import os
 import numpy as np
 import numba
 from numba import njit, prange, types
+from numba.core import cgutils
 from numba.extending import intrinsic
 from llvmlite import ir
 import llvmlite.binding as llvm
 
 QK = 32          # K elements per quantization block
 RG = 16          # output rows per group = lanes of a 512-bit vector of int32/float32
-TMAX = 8         # tokens sharing one weight load in the matmul kernel (measured best)
+TMAX = int(os.environ.get("PONDER_QMM_TMAX", 8))   # tokens sharing one weight load (measured)
+PF_DIST = int(os.environ.get("PONDER_QMM_PF", 2560))  # sw prefetch distance (bytes), 0 = off; +5% cold
 
 FMT_Q4_0, FMT_Q4_1, FMT_Q8_0 = 2, 3, 8    # ggml type ids
 _QBYTES = {FMT_Q4_0: 256, FMT_Q4_1: 256, FMT_Q8_0: 512}
 _BSTRIDE = {FMT_Q4_0: 288, FMT_Q4_1: 320, FMT_Q8_0: 544}
-_ZP = {FMT_Q4_0: 8, FMT_Q8_0: 128}        # zero points removed via the activation sum
+# zero point (8 for Q4_0, 128 for Q8_0's u = q + 128) removed as zp * s_x: a shift
 _ZP_SHIFT = {FMT_Q4_0: 3, FMT_Q8_0: 7}
 BS_Q4_0, BS_Q4_1, BS_Q8_0 = 288, 320, 544
 
@@ -180,6 +187,15 @@ def _emit_group_tile(builder, fmt, T, vnni, w, x, dx, aux, y, nb, xs, ss, ys):
     xk = builder.add(x, builder.mul(k, ir.Constant(_i64, QK)))
     sk = builder.mul(k, ir.Constant(_i64, 4))
     xt = [builder.add(xk, builder.mul(ir.Constant(_i64, t), xs)) for t in range(T)]
+
+    if PF_DIST:
+        pf = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [_i8.as_pointer(), _i32, _i32, _i32]),
+            "llvm.prefetch.p0")
+        for line in range(0, bstride, 64):
+            a = builder.add(wb, ir.Constant(_i64, PF_DIST + line))
+            builder.call(pf, [_ptr(builder, a, _i8), ir.Constant(_i32, 0), ir.Constant(_i32, 3),
+                              ir.Constant(_i32, 1)])
 
     # A single token has one dependent vpdpbusd chain per block; split it in two
     # (integer sums, so the split changes no bit) to halve its latency.
@@ -352,34 +368,57 @@ def qmm_q8_0(w, qx, dx, sx, y):
 # --------------------------------------------------------------------------------------
 # Activation quantization (llama.cpp q8_1 semantics, but s_x kept as an exact int32)
 
+@njit(cache=True, inline="always")
+def _quantize_token(x, qx, dx, dxs, sx, t):
+    K = x.shape[1]
+    for k in range(K // QK):
+        amax = np.float32(0.0)
+        for i in range(QK):
+            a = abs(x[t, k * QK + i])
+            if a > amax:
+                amax = a
+        d = amax / np.float32(127.0)
+        s = np.int32(0)
+        if d == np.float32(0.0):
+            for i in range(QK):
+                qx[t, k * QK + i] = 0
+        else:
+            for i in range(QK):
+                v = x[t, k * QK + i] / d          # float32 division
+                # round half away from zero; done in float64 so that |v| + 0.5 is exact
+                r = np.floor(abs(np.float64(v)) + 0.5)
+                q = np.int32(r) if v >= 0 else -np.int32(r)
+                qx[t, k * QK + i] = q
+                s += q
+        dx[t, k] = d
+        sx[t, k] = s
+        dxs[t, k] = d * np.float32(s)
+
+
 @njit(cache=True)
 def quantize_act(x, qx, dx, dxs, sx):
-    """x float32 [M, K] -> qx int8 [M, K], dx/dxs float32 [M, K//32], sx int32 [M, K//32]."""
-    M, K = x.shape
-    nb = K // QK
-    for t in range(M):
-        for k in range(nb):
-            amax = np.float32(0.0)
-            for i in range(QK):
-                a = abs(x[t, k * QK + i])
-                if a > amax:
-                    amax = a
-            d = amax / np.float32(127.0)
-            s = np.int32(0)
-            if d == np.float32(0.0):
-                for i in range(QK):
-                    qx[t, k * QK + i] = 0
-            else:
-                for i in range(QK):
-                    v = x[t, k * QK + i] / d          # float32 division
-                    # round half away from zero; done in float64 so that |v| + 0.5 is exact
-                    r = np.floor(abs(np.float64(v)) + 0.5)
-                    q = np.int32(r) if v >= 0 else -np.int32(r)
-                    qx[t, k * QK + i] = q
-                    s += q
-            dx[t, k] = d
-            sx[t, k] = s
-            dxs[t, k] = d * np.float32(s)
+    """x float32 [M, K] -> qx int8 [M, K], dx/dxs float32 [M, K//32], sx int32 [M, K//32].
+    Serial: for decode (M = 1) a parallel launch would cost more than the work."""
+    for t in range(x.shape[0]):
+        _quantize_token(x, qx, dx, dxs, sx, t)
+
+
+@njit(parallel=True, cache=True)
+def quantize_act_par(x, qx, dx, dxs, sx):
+    """Same result as quantize_act, parallel over tokens (for M >= 4 or so)."""
+    for t in prange(x.shape[0]):
+        _quantize_token(x, qx, dx, dxs, sx, t)
+
+
+# parallel=True although it has no prange: a *cached non-parallel* caller of a parallel
+# function segfaults when NUMBA_NUM_THREADS changes between runs (numba #8578, #4807).
+@njit(parallel=True, cache=True)
+def quantize_act_auto(x, qx, dx, dxs, sx):
+    """Serial for small M, parallel otherwise (callable from other njit code)."""
+    if x.shape[0] < 4:
+        quantize_act(x, qx, dx, dxs, sx)
+    else:
+        quantize_act_par(x, qx, dx, dxs, sx)
 
 
 class QAct:
@@ -400,7 +439,7 @@ def quantize(x, out=None):
     if K % QK:
         raise ValueError("K must be a multiple of 32")
     a = out if out is not None else QAct(M, K)
-    quantize_act(x, a.qx, a.dx, a.dxs, a.sx)
+    quantize_act_auto(x, a.qx, a.dx, a.dxs, a.sx)
     return a
 
 
