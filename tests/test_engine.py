@@ -79,9 +79,7 @@ def test_seed_is_drawn_and_reported_when_absent(engine):
 def test_small_kv_pool_preempts_and_finishes_everything(tiny_llama):
     """A pool too small for all requests at once: they wait or are preempted, none is lost."""
     roomy = Engine(load_model(str(tiny_llama[2])))
-    tight = Engine(load_model(str(tiny_llama[2])), kv_memory=1)  # the minimum: 2 blocks of 16
-    tight.kv = type(tight.kv)(tight.config.n_layers, tight.config.n_kv_heads, tight.config.head_dim, 6, 16)
-    tight.scheduler.kv = tight.kv
+    tight = Engine(load_model(str(tiny_llama[2])), kv_blocks=6)
     prompts = ["the cat is in the hat", "and the", "is it in", "the the the"]
     p = SamplingParams(temperature=0.7, max_tokens=20, seed=9, ignore_eos=True)
     expect = roomy.generate(prompts, p)
@@ -89,7 +87,9 @@ def test_small_kv_pool_preempts_and_finishes_everything(tiny_llama):
     assert [r.token_ids for r in got] == [r.token_ids for r in expect]
     assert [r.logprobs for r in got] == [r.logprobs for r in expect]
     assert tight.scheduler.num_preemptions > 0
-    assert tight.kv.num_free == tight.kv.num_blocks
+    # every block is free or held only by the prefix cache
+    assert tight.kv.num_available == tight.kv.num_blocks
+    assert set(tight.kv.ref_count[tight.kv.cached]) <= {1} and not tight.kv.ref_count[~tight.kv.cached].any()
 
 
 def test_bad_prompts_are_rejected(engine):

@@ -6,6 +6,10 @@ are shared by reference count: forks of a sequence point at the same blocks, and
 a block is written only by a sequence that holds the sole reference to it
 (`make_writable` copies it first otherwise).  A block returns to the free list
 when its count drops to zero.
+
+The prefix cache (radix_cache.py) also holds references: a block it holds that
+nobody else does is "evictable", and `allocate` evicts such blocks when the
+free list is empty.
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ class KVCache:
         self.k = np.zeros(shape, np.float32)
         self.v = np.zeros(shape, np.float32)
         self.ref_count = np.zeros(num_blocks, np.int32)
+        self.cached = np.zeros(num_blocks, bool)  # held by the prefix cache
+        self.num_evictable = 0  # cached blocks nobody else references
+        self.evictor = None  # the RadixCache, when there is one
         self._free = list(range(num_blocks - 1, -1, -1))  # pop() hands out low ids first
 
     @classmethod
@@ -40,10 +47,17 @@ class KVCache:
     def num_free(self) -> int:
         return len(self._free)
 
+    @property
+    def num_available(self) -> int:
+        """Blocks an allocation can get: free ones plus those the prefix cache would give up."""
+        return len(self._free) + self.num_evictable
+
     def blocks_for(self, n_tokens: int) -> int:
         return -(-n_tokens // self.block_size)
 
     def allocate(self) -> int:
+        if not self._free and self.evictor is not None:
+            self.evictor.evict(1)
         if not self._free:
             raise KVPoolFullError("the KV cache pool is full")
         block = self._free.pop()
@@ -51,6 +65,8 @@ class KVCache:
         return block
 
     def share(self, block: int) -> int:
+        if self.cached[block] and self.ref_count[block] == 1:
+            self.num_evictable -= 1
         self.ref_count[block] += 1
         return block
 
@@ -58,6 +74,22 @@ class KVCache:
         self.ref_count[block] -= 1
         if self.ref_count[block] == 0:
             self._free.append(block)
+        elif self.cached[block] and self.ref_count[block] == 1:
+            self.num_evictable += 1
+
+    def mark_cached(self, block: int) -> None:
+        """The prefix cache takes its own reference on a block."""
+        self.share(block)
+        self.cached[block] = True
+        if self.ref_count[block] == 1:  # pragma: no cover - a sequence always holds the block too
+            self.num_evictable += 1
+
+    def uncache(self, block: int) -> None:
+        """The prefix cache drops an evictable block: it becomes free."""
+        assert self.cached[block] and self.ref_count[block] == 1
+        self.cached[block] = False
+        self.num_evictable -= 1
+        self.release(block)
 
     def make_writable(self, table: list[int], index: int) -> None:
         """Copy-on-write: give table[index] its own copy if the block is shared."""

@@ -71,8 +71,9 @@ class _Request:
 
 
 class Engine:
-    def __init__(self, model: LoadedModel, *, kv_memory: int = 512 << 20, block_size: int = 16,
-                 token_budget: int = 512, threads: int | None = None):
+    def __init__(self, model: LoadedModel, *, kv_memory: int = 512 << 20, kv_blocks: int | None = None,
+                 block_size: int = 16,
+                 token_budget: int = 512, threads: int | None = None, prefix_cache: bool = True):
         if threads is not None:
             import numba
             numba.set_num_threads(threads)
@@ -80,8 +81,10 @@ class Engine:
         self.tokenizer = model.tokenizer
         self.config = model.config
         self.runner = FastModel(model.weights)
-        self.kv = KVCache.for_model(self.config, kv_memory, block_size)
-        self.scheduler = Scheduler(self.kv, token_budget=token_budget)
+        c = self.config
+        self.kv = (KVCache(c.n_layers, c.n_kv_heads, c.head_dim, kv_blocks, block_size) if kv_blocks
+                   else KVCache.for_model(c, kv_memory, block_size))
+        self.scheduler = Scheduler(self.kv, token_budget=token_budget, prefix_cache=prefix_cache)
         self._request_ids = itertools.count()
         self._requests: dict[int, _Request] = {}
 
@@ -130,6 +133,8 @@ class Engine:
         done = [c for c in chunks if c.completes]
         for chunk in chunks:
             chunk.seq.num_computed = chunk.start + chunk.length
+            if chunk.completes and chunk.start < len(chunk.seq.prompt_ids):
+                self.scheduler.cache_computed(chunk.seq)  # the prompt is shareable from now on
         for chunk, row in zip(done, logits):
             for seq in self._fork_if_first_draw(chunk.seq):
                 self._append_token(seq, row)

@@ -2,10 +2,12 @@
 
 Continuous batching with chunked prefill (SARATHI): every step first gives each
 running sequence its one decode token, then fills what is left of the token
-budget with prefill chunks of waiting sequences.  A sequence is admitted only if
-the KV pool has room for its chunk; when a decode cannot get a block, the
-youngest running sequence is preempted (its blocks freed, its tokens recomputed
-later), so a full pool delays requests but never drops them.
+budget with prefill chunks of waiting sequences.  A waiting sequence first takes
+every cached block of its prefix from the radix cache, then is admitted only if
+the KV pool has room for its chunk.  When a decode cannot get a block, the
+youngest running sequence is preempted: its computed blocks go to the prefix
+cache and its references are dropped, and it is resumed later from whatever of
+it the cache still holds.  A full pool delays requests but never drops them.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from ponder.engine.kv_cache import KVCache
+from ponder.engine.radix_cache import RadixCache
 from ponder.engine.sequence import Sequence, Status
 
 
@@ -30,8 +33,9 @@ class ScheduledChunk:
 
 
 class Scheduler:
-    def __init__(self, kv: KVCache, token_budget: int = 512, max_running: int = 256):
+    def __init__(self, kv: KVCache, token_budget: int = 512, max_running: int = 256, prefix_cache: bool = True):
         self.kv = kv
+        self.radix = RadixCache(kv) if prefix_cache else None
         self.token_budget = token_budget
         self.max_running = max_running
         self.waiting: deque[Sequence] = deque()
@@ -68,6 +72,7 @@ class Scheduler:
                 budget -= n
         while self.waiting and budget > 0 and len(self.running) < self.max_running:
             seq = self.waiting[0]
+            self._take_cached_prefix(seq)
             n = min(seq.num_pending, budget)
             if not self._reserve(seq, n):
                 break
@@ -83,8 +88,26 @@ class Scheduler:
             self.running.remove(seq)
         elif seq in self.waiting:
             self.waiting.remove(seq)
+        self.cache_computed(seq)
         self._free_blocks(seq)
         seq.status = Status.FINISHED
+
+    def cache_computed(self, seq: Sequence) -> None:
+        """Offer the sequence's computed full blocks to the prefix cache."""
+        if self.radix is not None and seq.block_table:
+            self.radix.insert(seq.tokens, seq.block_table, seq.num_computed)
+
+    def _take_cached_prefix(self, seq: Sequence) -> None:
+        """A sequence with nothing computed starts from the cached blocks of its prefix.
+
+        At least one token is left to compute: its logits give the next draw.
+        """
+        if self.radix is None or seq.num_computed or seq.block_table:
+            return
+        blocks = self.radix.match(seq.tokens, limit=len(seq) - 1)
+        seq.block_table = [self.kv.share(b) for b in blocks]
+        seq.num_computed = len(blocks) * self.kv.block_size
+        seq.num_cached += seq.num_computed
 
     def _reserve(self, seq: Sequence, n: int) -> bool:
         """Make sure seq's blocks cover positions [num_computed, num_computed + n) and are writable."""
@@ -92,7 +115,7 @@ class Scheduler:
         need = self.kv.blocks_for(end) - len(seq.block_table)
         first = seq.num_computed // self.kv.block_size
         cow = 1 if first < len(seq.block_table) and self.kv.ref_count[seq.block_table[first]] > 1 else 0
-        if need + cow > self.kv.num_free:
+        if need + cow > self.kv.num_available:
             return False
         if cow:
             self.kv.make_writable(seq.block_table, first)
@@ -102,6 +125,7 @@ class Scheduler:
 
     def _preempt(self, seq: Sequence) -> None:
         self.running.remove(seq)
+        self.cache_computed(seq)
         self._free_blocks(seq)
         seq.num_computed = 0
         seq.status = Status.WAITING

@@ -28,6 +28,7 @@ class Sequence:
     top_logprobs: list[list[tuple[int, float]]] = field(default_factory=list)
     block_table: list[int] = field(default_factory=list)
     num_computed: int = 0  # leading tokens whose K/V are in the cache
+    num_cached: int = 0  # tokens whose K/V came from the prefix cache instead of being computed
     status: Status = Status.WAITING
     finish_reason: str | None = None
     stop_text_end: int | None = None  # where a stop string cut the text
