@@ -30,11 +30,24 @@ def test_match_is_block_aligned_and_token_exact():
     tokens = list(range(10))  # 2 full blocks of 4, plus 2 tokens
     table = seq_blocks(kv, 3)
     radix.insert(tokens, table, len(tokens))
-    assert radix.num_nodes == 2
-    assert radix.match(tokens) == table[:2]
-    assert radix.match(tokens[:7]) == table[:1]
-    assert radix.match([0, 1, 2, 99, 4, 5, 6, 7]) == []  # differs inside the first block
-    assert radix.match(tokens, limit=7) == table[:1]
+    assert radix.num_nodes == 2  # full blocks only: the sequence may still write its tail
+    assert radix.match(tokens) == (table[:2], 8)
+    assert radix.match(tokens[:7]) == (table[:2], 7)  # the second block's first 3 tokens agree
+    assert radix.match([0, 1, 2, 99, 4, 5, 6, 7]) == (table[:1], 3)  # differs inside the first block
+    assert radix.match([9, 1, 2, 3]) == ([], 0)
+    assert radix.match(tokens, limit=7) == (table[:2], 7)
+    check_invariants(kv)
+
+
+def test_partial_tail_of_a_finished_sequence_is_shared():
+    kv, radix = pool()
+    tokens = list(range(10))
+    table = seq_blocks(kv, 3)
+    radix.insert(tokens, table, 10, partial=True)
+    assert radix.num_nodes == 3
+    assert radix.match(tokens + [50, 51]) == (table, 10)
+    assert radix.match(tokens[:9] + [77]) == (table, 9)  # the tail agrees on its first token
+    assert radix.match(tokens, limit=9) == (table, 9)
     check_invariants(kv)
 
 
@@ -46,7 +59,7 @@ def test_shared_prefix_branches():
     tb = [kv.share(ta[0]), kv.allocate()]
     radix.insert(b, tb, 8)
     assert radix.num_nodes == 3
-    assert radix.match(b) == tb and radix.match(a) == ta
+    assert radix.match(b) == (tb, 8) and radix.match(a) == (ta, 8)
     check_invariants(kv)
 
 
@@ -60,9 +73,9 @@ def test_eviction_is_lru_leaf_first_and_spares_blocks_in_use():
         kv.release(b)  # the sequence finished: only the cache holds these
     assert kv.num_evictable == 2 and kv.num_free == 0
     assert radix.evict(1) == 1  # the leaf of `old` goes first; its parent is now a leaf
-    assert radix.match(old) == t_old[:1]
+    assert radix.match(old) == (t_old[:1], 4)  # its second block is gone
     assert radix.evict(5) == 1  # `new` is still in use: only old's root block can go
-    assert radix.match(new) == t_new and radix.match(old) == []
+    assert radix.match(new) == (t_new, 8) and radix.match(old) == ([], 0)
     check_invariants(kv)
 
 
@@ -103,8 +116,14 @@ def test_engine_reuses_a_shared_prefix_and_gets_identical_results(tiny_llama):
     rid = warm.add_request(prefix + [13, 14, 15], p)
     seq = warm._requests[rid].samples[0]
     second = warm.run_until_done([rid])[0]
-    assert seq.num_cached == 96  # all six full blocks of the shared 100-token prefix
+    assert seq.num_cached == 100  # six full blocks and the 4-token tail of the shared prefix
     assert second.token_ids == cold.generate(prefix + [13, 14, 15], p)[0].token_ids
     assert second.logprobs == cold.generate(prefix + [13, 14, 15], p)[0].logprobs
     again = warm.generate(prefix + [11, 12], p)[0]
     assert again.token_ids == first.token_ids and again.logprobs == first.logprobs
+    # continuing a finished text reuses all of it: prompt and output
+    cont = first.prompt_token_ids + first.token_ids
+    rid = warm.add_request(cont + [20], p)
+    seq = warm._requests[rid].samples[0]
+    assert warm.run_until_done([rid])[0].token_ids == cold.generate(cont + [20], p)[0].token_ids
+    assert seq.num_cached == len(cont) - 1  # the last sampled token was never fed through the model

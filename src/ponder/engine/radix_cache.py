@@ -1,10 +1,14 @@
 """The prefix cache: a radix tree over token blocks whose nodes own KV blocks.
 
-Each node stands for one full KV block: the `block_size` tokens it holds, keyed
-under its parent by those tokens, so the path from the root spells a token
-prefix.  A lookup walks the tree block by block and compares the tokens
-themselves (the dict hashes a tuple but confirms by equality), so a match is
-never taken on a hash alone.
+Each node stands for one KV block: the tokens it holds, keyed under its parent
+by those tokens, so the path from the root spells a token prefix.  Inner nodes
+hold full blocks; a leaf may hold a partial block (the tail of a finished
+sequence).  A lookup walks whole blocks by exact key, then takes the child that
+agrees longest with what is left, even part of a block: the new sequence shares
+that block, reads only the agreeing positions and copies the block before it
+writes (copy-on-write).  So the reuse is token-exact, and continuing a finished
+text recomputes nothing.  Matches compare the tokens themselves (the dict
+hashes a tuple but confirms by equality), never a hash alone.
 
 The tree holds one reference on each of its blocks.  A block that only the tree
 references is evictable; eviction takes least-recently-used leaves first (a
@@ -41,8 +45,12 @@ class RadixCache:
         for i in range(n_blocks):
             yield tuple(tokens[i * self.bs:(i + 1) * self.bs])
 
-    def match(self, tokens: list[int], limit: int | None = None) -> list[int]:
-        """Block ids caching the longest block-aligned prefix of tokens (at most `limit` tokens)."""
+    def match(self, tokens: list[int], limit: int | None = None) -> tuple[list[int], int]:
+        """(block ids, n tokens) of the longest cached prefix of tokens, at most `limit` tokens long.
+
+        The last block may be used in part (n not a multiple of the block size);
+        the caller shares it and copies it before writing into it.
+        """
         n = len(tokens) if limit is None else min(limit, len(tokens))
         node, blocks, now = self.root, [], next(self._clock)
         for key in self._blocks(tokens, n // self.bs):
@@ -52,12 +60,33 @@ class RadixCache:
             child.last_used = now
             blocks.append(child.block)
             node = child
-        return blocks
+        matched = len(blocks) * self.bs
+        # Within the next block, any child agreeing on a first stretch of tokens will do:
+        # the sequence reads only those positions and overwrites the rest in its own copy.
+        rest = tokens[matched:n]
+        best, best_len = None, 0
+        for key, child in node.children.items():
+            common = _common_prefix(key, rest)
+            if common > best_len:
+                best, best_len = child, common
+        if best is not None:
+            best.last_used = now
+            blocks.append(best.block)
+            matched += best_len
+        return blocks, matched
 
-    def insert(self, tokens: list[int], block_table: list[int], n_tokens: int) -> None:
-        """Record the full blocks among the first n_tokens of a sequence (whose K/V are computed)."""
+    def insert(self, tokens: list[int], block_table: list[int], n_tokens: int, partial: bool = False) -> None:
+        """Record the blocks holding the first n_tokens of a sequence (whose K/V are computed).
+
+        With partial=True the trailing partial block is recorded too; only do that
+        for a sequence that will not write into that block again.
+        """
         node, now = self.root, next(self._clock)
-        for i, key in enumerate(self._blocks(tokens, n_tokens // self.bs)):
+        n_full = n_tokens // self.bs
+        keys = list(self._blocks(tokens, n_full))
+        if partial and n_tokens % self.bs:
+            keys.append(tuple(tokens[n_full * self.bs:n_tokens]))
+        for i, key in enumerate(keys):
             child = node.children.get(key)
             if child is None:
                 child = _Node(key, block_table[i], node)
@@ -88,3 +117,11 @@ class RadixCache:
             node = stack.pop()
             yield node
             stack.extend(node.children.values())
+
+
+def _common_prefix(a: tuple, b: list) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n

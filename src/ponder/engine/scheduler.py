@@ -88,14 +88,14 @@ class Scheduler:
             self.running.remove(seq)
         elif seq in self.waiting:
             self.waiting.remove(seq)
-        self.cache_computed(seq)
+        self.cache_computed(seq, final=True)
         self._free_blocks(seq)
         seq.status = Status.FINISHED
 
-    def cache_computed(self, seq: Sequence) -> None:
-        """Offer the sequence's computed full blocks to the prefix cache."""
+    def cache_computed(self, seq: Sequence, final: bool = False) -> None:
+        """Offer the sequence's computed blocks to the prefix cache (the partial tail only when final)."""
         if self.radix is not None and seq.block_table:
-            self.radix.insert(seq.tokens, seq.block_table, seq.num_computed)
+            self.radix.insert(seq.tokens, seq.block_table, seq.num_computed, partial=final)
 
     def _take_cached_prefix(self, seq: Sequence) -> None:
         """A sequence with nothing computed starts from the cached blocks of its prefix.
@@ -104,10 +104,10 @@ class Scheduler:
         """
         if self.radix is None or seq.num_computed or seq.block_table:
             return
-        blocks = self.radix.match(seq.tokens, limit=len(seq) - 1)
+        blocks, n = self.radix.match(seq.tokens, limit=len(seq) - 1)
         seq.block_table = [self.kv.share(b) for b in blocks]
-        seq.num_computed = len(blocks) * self.kv.block_size
-        seq.num_cached += seq.num_computed
+        seq.num_computed = n
+        seq.num_cached += n
 
     def _reserve(self, seq: Sequence, n: int) -> bool:
         """Make sure seq's blocks cover positions [num_computed, num_computed + n) and are writable."""
@@ -125,7 +125,7 @@ class Scheduler:
 
     def _preempt(self, seq: Sequence) -> None:
         self.running.remove(seq)
-        self.cache_computed(seq)
+        self.cache_computed(seq, final=True)
         self._free_blocks(seq)
         seq.num_computed = 0
         seq.status = Status.WAITING
