@@ -43,6 +43,10 @@ def _cmd_generate(args) -> int:
     params = SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
                             max_tokens=args.max_tokens, seed=args.seed, stop=tuple(args.stop or ()))
     result = engine.generate(prompt, params)[0]
+    if args.transcript:
+        from ponder.engine import transcript
+
+        transcript.save(engine.transcript(result), args.transcript)
     if args.json:
         print(json.dumps({
             "model": args.model,
@@ -56,6 +60,20 @@ def _cmd_generate(args) -> int:
     else:
         print(result.text)
     return 0
+
+
+def _cmd_verify(args) -> int:
+    from ponder import Engine
+    from ponder.engine import transcript
+
+    t = transcript.load(args.file)
+    engine = Engine.from_pretrained(args.model or t["model"]["name"], threads=args.threads)
+    report = engine.verify(t)
+    print(report.summary())
+    if report.divergence and args.trace:
+        for row in report.divergence.trace[-args.trace:]:
+            print(json.dumps(row))
+    return 0 if report.verified else 1
 
 
 def _cmd_bench(args) -> int:
@@ -99,7 +117,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stop", action="append", help="stop string (repeatable)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", action="store_true", help="print ids, text and finish reason as one JSON object")
+    p.add_argument("--transcript", metavar="FILE", help="write a replayable transcript (see `ponder verify`)")
     p.set_defaults(func=_cmd_generate)
+
+    p = sub.add_parser("verify", help="replay a transcript and report the first divergent token, if any")
+    p.add_argument("file")
+    p.add_argument("-m", "--model", default=None, help="model to replay with (default: the transcript's)")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--trace", type=int, default=5, help="show the logprob trace of the last N positions")
+    p.set_defaults(func=_cmd_verify)
 
     p = sub.add_parser("bench", help="measure speed against llama.cpp and the machine's limits")
     p.add_argument("kind", choices=["kernels", "decode", "prefill"])

@@ -28,10 +28,10 @@ class KVCache:
     def __init__(self, n_layers: int, n_kv_heads: int, head_dim: int, num_blocks: int, block_size: int = 16):
         self.block_size = block_size
         self.num_blocks = num_blocks
-        shape = (n_layers, num_blocks, n_kv_heads, block_size, head_dim)
-        # np.zeros maps untouched pages lazily, so a large pool costs memory only as it fills
-        self.k = np.zeros(shape, np.float32)
-        self.v = np.zeros(shape, np.float32)
+        # keys transposed within a block (see kernels/attention.py); np.zeros maps untouched
+        # pages lazily, so a large pool costs memory only as it fills
+        self.k = np.zeros((n_layers, num_blocks, n_kv_heads, head_dim, block_size), np.float32)
+        self.v = np.zeros((n_layers, num_blocks, n_kv_heads, block_size, head_dim), np.float32)
         self.ref_count = np.zeros(num_blocks, np.int32)
         self.cached = np.zeros(num_blocks, bool)  # held by the prefix cache
         self.num_evictable = 0  # cached blocks nobody else references

@@ -151,6 +151,62 @@ class Engine:
         ids = [self.add_request(p, params) for p in batch]
         return self.run_until_done(ids)
 
+    # -- scoring ------------------------------------------------------------
+    def forward_rows(self, tokens: list[int], first_row: int, visit) -> None:
+        """Run `tokens` through the model and call visit(i, logits) for each position i >= first_row.
+
+        logits at position i predict token i + 1.  Cached prefix blocks are reused
+        up to first_row; the rows asked for are computed in prefill chunks, which
+        give the same bits as decoding them one by one.
+        """
+        from ponder.engine.kv_cache import KVPoolFullError
+
+        if self.kv.blocks_for(len(tokens)) > self.kv.num_blocks:
+            raise KVPoolFullError(f"{len(tokens)} tokens do not fit in the KV pool "
+                                  f"({self.kv.num_blocks * self.kv.block_size} positions)")
+        seq = Sequence(-1, 0, list(tokens), SamplingParams(temperature=0))
+        sched = self.scheduler
+        if sched.radix is not None:
+            blocks, n = sched.radix.match(seq.tokens, limit=first_row)
+            seq.block_table, seq.num_computed = [self.kv.share(b) for b in blocks], n
+        try:
+            while seq.num_computed < len(tokens):
+                n = min(len(tokens) - seq.num_computed, sched.token_budget)
+                if not sched._reserve(seq, n):
+                    raise KVPoolFullError("the KV pool is busy; score when fewer requests are running")
+                start = seq.num_computed
+                rows = [i - start for i in range(start, start + n) if i >= first_row]
+                step = StepInput(np.array(tokens[start:start + n], np.int64), np.arange(start, start + n),
+                                 np.zeros(n, np.int32), np.array([seq.block_table], np.int32),
+                                 np.array(rows, np.int64))
+                logits = self.runner.forward(step, self.kv.k, self.kv.v)
+                seq.num_computed = start + n
+                for r, row in zip(rows, logits):
+                    visit(start + r, row)
+        finally:
+            sched.cache_computed(seq, final=True)
+            sched._free_blocks(seq)
+
+    def score(self, tokens: list[int], start: int = 1, top_logprobs: int = 0) -> list[dict]:
+        """Log-probability of each of tokens[start:] given the tokens before it.
+
+        Returns one dict per scored token: {"token", "logprob", "top_logprobs"}.
+        These are the same bits generation reports for the same tokens.
+        """
+        if not 1 <= start <= len(tokens):
+            raise InvalidParameterError(f"start must be in [1, {len(tokens)}]", "start")
+        out = []
+
+        def visit(i, logits):
+            if i + 1 < len(tokens):
+                lp = sampler.log_softmax(logits)
+                nxt = tokens[i + 1]
+                out.append({"token": nxt, "logprob": float(lp[nxt]),
+                            "top_logprobs": sampler.top_logprobs(lp, top_logprobs)})
+
+        self.forward_rows(tokens, start - 1, visit)
+        return out
+
     # -- internals ----------------------------------------------------------
     def _step_input(self, chunks: list[ScheduledChunk]) -> StepInput:
         tokens, positions, rows, logits_rows = [], [], [], []
@@ -166,6 +222,18 @@ class Engine:
                 logits_rows.append(len(tokens) - 1)
         return StepInput(np.array(tokens, np.int64), np.array(positions, np.int64), np.array(rows, np.int32),
                          tables, np.array(logits_rows, np.int64))
+
+    def transcript(self, result: GenerationResult) -> dict:
+        """The replayable record of a generation (see engine/transcript.py)."""
+        from ponder.engine import transcript
+
+        return transcript.make_transcript(self, result)
+
+    def verify(self, transcript: dict):
+        """Replay a transcript; the report says "verified" or names the first divergent token."""
+        from ponder.engine import transcript as t
+
+        return t.verify(self, transcript)
 
     def _fork_if_first_draw(self, seq: Sequence) -> list[Sequence]:
         """At the end of prefill, the other n-1 samples of the request fork from the first."""

@@ -1,12 +1,22 @@
-"""Attention of new tokens over a paged KV cache.
+"""Attention of new tokens over a paged KV cache, with shared-prefix (Hydragen) grouping.
 
-The cache is a pool of fixed-size blocks per layer, shape (blocks, kv_heads,
-block_size, head_dim); a sequence's block table lists its blocks in position
-order.  Each (token, head) pair is computed by one thread as an online softmax
-over the blocks in position order: scores of one block, then a rescale of the
-running max, sum and accumulator.  The blocks a token sees and the order they are
-folded in depend only on its position, so decode, chunked prefill and batched
-steps all give the same bits.
+The cache is a pool of fixed-size blocks per layer.  Keys are stored transposed
+within a block, (blocks, kv_heads, head_dim, block_size), so the scores of one
+query against a block's 16 keys are 16 independent lanes each summed over the
+head dimension in index order: vectorized, with a fixed reduction order.
+Values are (blocks, kv_heads, block_size, head_dim).
+
+Each (token, query head) folds the blocks it sees into an online softmax in
+position order: the block's scores, a rescale of the running max, sum and
+accumulator, then the block's values.  `_fold_block` is the only code that does
+this, whichever loop calls it, so a token's output is the same bits whatever
+batch, group or chunk it runs in.
+
+Hydragen: tokens that share leading KV blocks (the n samples of one prompt, the
+tokens of one prefill chunk) form a group.  The group walks its shared blocks
+once, block-major, applying each K/V block (kept hot in L1) to every query of
+the group and to the query heads that share a KV head (GQA); then each token
+walks the rest of its own blocks.
 """
 
 from __future__ import annotations
@@ -23,51 +33,122 @@ def write_kv(k_pool, v_pool, k, v, slot_block, slot_offset):
         b, o = slot_block[t], slot_offset[t]
         for h in range(heads):
             for i in range(d):
-                k_pool[b, h, o, i] = k[t, h, i]
+                k_pool[b, h, i, o] = k[t, h, i]
                 v_pool[b, h, o, i] = v[t, h, i]
 
 
+@njit(cache=True, inline="always")
+def _fold_block(q, kt, v, cnt, scale, scores, state_m, state_l, acc):
+    """Fold one KV block (cnt valid positions) into one query's online softmax.
+
+    q: (d,); kt: (d, bs) keys transposed; v: (bs, d).  state_m / state_l are
+    1-element arrays (running max and sum); acc: (d,) running weighted values.
+    """
+    d, bs = kt.shape
+    for j in range(bs):
+        scores[j] = 0.0
+    for i in range(d):
+        qi = q[i]
+        for j in range(bs):  # 16 independent lanes, each summed over i in order
+            scores[j] += qi * kt[i, j]
+    block_max = -np.inf
+    for j in range(cnt):
+        scores[j] *= scale
+        block_max = max(block_max, scores[j])
+    m_old = state_m[0]
+    m_new = max(m_old, block_max)
+    corr = np.float32(np.exp(m_old - m_new))
+    total = state_l[0] * corr
+    for i in range(d):
+        acc[i] *= corr
+    for j in range(cnt):
+        p = np.float32(np.exp(scores[j] - m_new))
+        total += p
+        for i in range(d):
+            acc[i] += p * v[j, i]
+    state_m[0] = m_new
+    state_l[0] = total
+
+
 @njit(parallel=True, cache=True)
-def paged_attention(q, k_pool, v_pool, block_tables, token_row, context_len, scale, out):
+def paged_attention(q, k_pool, v_pool, block_tables, token_row, context_len, scale, out,
+                    group_start, group_tokens, group_shared):
     """out[t, h] = softmax(q[t, h] . K[:context_len[t]]) V, K/V read through block_tables[token_row[t]].
 
-    q: (T, heads, d) float32; context_len[t] is how many cached positions token t
-    attends to (its own position + 1, so causality is by construction).
+    q: (T, heads, d) float32.  context_len[t] is the number of cached positions
+    token t attends to (its position + 1: causality by construction).
+    Groups: group g holds tokens group_tokens[group_start[g]:group_start[g + 1]],
+    whose first group_shared[g] blocks are the same physical blocks, read fully by
+    every token of the group.  A token alone is a group with no shared blocks.
     """
     n, heads, d = q.shape
-    kv_heads, bs = k_pool.shape[1], k_pool.shape[2]
+    kv_heads, bs = k_pool.shape[1], k_pool.shape[3]
     group = heads // kv_heads
-    for job in prange(n * heads):
-        t, h = job // heads, job % heads
-        kvh = h // group
-        table = block_tables[token_row[t]]
-        ctx = context_len[t]
+    n_groups = len(group_start) - 1
+    for job in prange(n_groups * kv_heads):
+        g, kvh = job // kv_heads, job % kv_heads
+        members = group_tokens[group_start[g]:group_start[g + 1]]
+        nt = len(members)
+        m = np.full((nt, group, 1), -np.inf, np.float32)
+        lsum = np.zeros((nt, group, 1), np.float32)
+        acc = np.zeros((nt, group, d), np.float32)
         scores = np.empty(bs, np.float32)
-        acc = np.zeros(d, np.float32)
-        m = -np.inf
-        total = np.float32(0.0)
-        for b in range((ctx + bs - 1) // bs):
-            blk = table[b]
-            cnt = min(bs, ctx - b * bs)
-            block_max = -np.inf
-            for j in range(cnt):
-                s = np.float32(0.0)
+        first_table = block_tables[token_row[members[0]]]
+        for b in range(group_shared[g]):  # shared blocks: block-major, each loaded once
+            blk = first_table[b]
+            kt, v = k_pool[blk, kvh], v_pool[blk, kvh]
+            for a in range(nt):
+                t = members[a]
+                for hh in range(group):
+                    _fold_block(q[t, kvh * group + hh], kt, v, bs, scale, scores, m[a, hh], lsum[a, hh], acc[a, hh])
+        for a in range(nt):  # each token's own blocks, in position order
+            t = members[a]
+            table = block_tables[token_row[t]]
+            ctx = context_len[t]
+            for b in range(group_shared[g], (ctx + bs - 1) // bs):
+                blk = table[b]
+                cnt = min(bs, ctx - b * bs)
+                kt, v = k_pool[blk, kvh], v_pool[blk, kvh]
+                for hh in range(group):
+                    _fold_block(q[t, kvh * group + hh], kt, v, cnt, scale, scores, m[a, hh], lsum[a, hh], acc[a, hh])
+            for hh in range(group):
+                inv = np.float32(1.0) / lsum[a, hh, 0]
                 for i in range(d):
-                    s += q[t, h, i] * k_pool[blk, kvh, j, i]
-                s *= scale
-                scores[j] = s
-                block_max = max(block_max, s)
-            m_new = max(m, block_max)
-            corr = np.float32(np.exp(m - m_new))
-            total *= corr
-            for i in range(d):
-                acc[i] *= corr
-            for j in range(cnt):
-                p = np.float32(np.exp(scores[j] - m_new))
-                total += p
-                for i in range(d):
-                    acc[i] += p * v_pool[blk, kvh, j, i]
-            m = m_new
-        inv = np.float32(1.0) / total
-        for i in range(d):
-            out[t, h, i] = acc[i] * inv
+                    out[t, kvh * group + hh, i] = acc[a, hh, i] * inv
+
+
+def singleton_groups(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every token its own group: the plain paged attention."""
+    return np.arange(n + 1, dtype=np.int64), np.arange(n, dtype=np.int64), np.zeros(n, np.int64)
+
+
+def prefix_groups(block_tables: np.ndarray, token_row: np.ndarray, context_len: np.ndarray, block_size: int,
+                  min_shared: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Group tokens whose sequences start with the same physical KV blocks.
+
+    Tokens are grouped by their table's first block; a group's shared count is
+    the length of the common run of identical block ids that every member reads
+    in full.  Groups sharing fewer than `min_shared` blocks are split into
+    singletons.
+    """
+    n = len(token_row)
+    full = context_len // block_size  # blocks each token reads in full
+    first = block_tables[token_row, 0]
+    starts, members, shared = [0], [], []
+    for key in np.unique(first):
+        idx = np.nonzero(first == key)[0]
+        tables = block_tables[token_row[idx]]
+        limit = int(full[idx].min())
+        same = (tables[:, :limit] == tables[0, :limit]).all(axis=0)
+        common = int(np.argmin(same)) if not same.all() else limit
+        if len(idx) > 1 and common >= min_shared:
+            members.extend(idx.tolist())
+            starts.append(len(members))
+            shared.append(common)
+        else:
+            for t in idx.tolist():
+                members.append(t)
+                starts.append(len(members))
+                shared.append(0)
+    assert len(members) == n
+    return np.array(starts, np.int64), np.array(members, np.int64), np.array(shared, np.int64)

@@ -25,6 +25,7 @@ class StepInput:
     token_row: (T,) which row of block_tables holds the token's sequence.
     block_tables: (S, max_blocks) int32 block ids of each sequence, in position order.
     logits_rows: indices into the T tokens whose logits are wanted.
+    share_prefix: group tokens that share leading KV blocks in attention (same bits either way).
     """
 
     tokens: np.ndarray
@@ -32,6 +33,7 @@ class StepInput:
     token_row: np.ndarray
     block_tables: np.ndarray
     logits_rows: np.ndarray
+    share_prefix: bool = True
 
 
 class _Layer:
@@ -62,16 +64,19 @@ class FastModel:
     def forward(self, step: StepInput, k_pool: np.ndarray, v_pool: np.ndarray) -> np.ndarray:
         """Run the new tokens through the model, writing their K/V into the pools.
 
-        k_pool, v_pool: (layers, blocks, kv_heads, block_size, head_dim) float32.
+        k_pool: (layers, blocks, kv_heads, head_dim, block_size), v_pool: (layers, blocks,
+        kv_heads, block_size, head_dim), float32.
         Returns float32 logits of shape (len(step.logits_rows), vocab).
         """
         c = self.config
         n = len(step.tokens)
-        bs = k_pool.shape[3]
+        bs = v_pool.shape[3]
         tables = step.block_tables
         slot_block = tables[step.token_row, step.positions // bs].astype(np.int32)
         slot_offset = (step.positions % bs).astype(np.int32)
         context_len = (step.positions + 1).astype(np.int32)
+        groups = (attention.prefix_groups(tables, step.token_row, context_len, bs) if step.share_prefix
+                  else attention.singleton_groups(n))
         x = self.embed.dequantize_rows(step.tokens)
         h = np.empty_like(x)
         attn = np.empty((n, c.n_heads, c.head_dim), np.float32)
@@ -88,7 +93,7 @@ class FastModel:
             ops.rope(k, step.positions, self.cos, self.sin)
             attention.write_kv(k_pool[li], v_pool[li], k, v, slot_block, slot_offset)
             attention.paged_attention(q, k_pool[li], v_pool[li], tables, step.token_row, context_len,
-                                      self.scale, attn)
+                                      self.scale, attn, *groups)
             x = x + layer.wo(Activations(attn.reshape(n, -1)))
             ops.rms_norm(x, layer.ffn_norm, c.norm_eps, h)
             act = Activations(h)
