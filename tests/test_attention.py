@@ -58,7 +58,7 @@ def test_shared_prefix_groups_are_bit_identical():
     ctx = [70, 75, 66, 90, 64, 81]  # 4 shared full blocks (64 positions), then each its own
     args = setup(ctx, shared_prefix=4, seed=1)
     groups = attention.prefix_groups(args[3], args[4], args[5], BS)
-    assert list(groups[2]) == [4]  # one group sharing 4 blocks
+    assert list(groups[2]) == [4, 4]  # one group sharing 4 blocks, in pieces of at most 4 tokens
     np.testing.assert_array_equal(run(*args, groups), run(*args, attention.singleton_groups(len(ctx))))
     np.testing.assert_allclose(run(*args, groups), reference(*args), rtol=1e-5, atol=1e-5)
 
@@ -69,3 +69,6 @@ def test_prefix_groups_split_by_first_block():
     starts, members, shared = attention.prefix_groups(tables, rows, np.array([40, 40, 40, 33], np.int32), 16)
     groups = {tuple(members[starts[i]:starts[i + 1]]): shared[i] for i in range(len(shared))}
     assert groups == {(0, 1, 3): 2, (2,): 0}
+    starts, members, shared = attention.prefix_groups(tables, rows, np.array([40, 40, 40, 33], np.int32), 16,
+                                                      max_group=2)
+    assert list(shared) == [2, 2, 0] and list(members) == [0, 1, 3, 2]

@@ -3,15 +3,18 @@
 The random number for a draw is Philox-4x32 keyed by the request seed, at the
 counter (position, sample index).  So a sample's token at a position depends on
 nothing but its seed, its index and the logits: not on the batch, the order of
-requests, or how many draws came before.  All arithmetic here is float64 over the
-float32 logits and in a fixed order, so it is reproducible across machines too.
+requests, or how many draws came before.  The weights exp((l - max) / T) use
+ponder's own float32 exp (the same bits on every machine and C library) and are
+summed in float64 in id order, so draws reproduce across machines too.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 from ponder.engine.sampling_params import SamplingParams
+from ponder.kernels.attention import exp_neg
 
 
 def uniform(seed: int, sample_index: int, position: int) -> float:
@@ -20,31 +23,74 @@ def uniform(seed: int, sample_index: int, position: int) -> float:
     return float(np.random.Generator(bits).random())
 
 
+@njit(cache=True)
+def _weights(logits, inv_temp, out):
+    """out[k] = exp((logits[k] - max) / T) in float32; returns their float64 sum.
+
+    The sum runs in 8 interleaved partial sums combined in a fixed order: one
+    fixed reduction order, as fast as a vectorized one.
+    """
+    m = logits.max()
+    n = len(logits)
+    for k in range(n):
+        out[k] = exp_neg((logits[k] - m) * inv_temp)
+    lanes = np.zeros(8, np.float64)
+    body = n - n % 8
+    for k in range(0, body, 8):
+        for j in range(8):
+            lanes[j] += out[k + j]
+    total = 0.0
+    for j in range(8):
+        total += lanes[j]
+    for k in range(body, n):
+        total += out[k]
+    return total
+
+
+@njit(cache=True)
+def _walk(weights, total, target, min_w):
+    """The first id whose running weight (ids in order, those below min_w skipped) passes target."""
+    acc = 0.0
+    last = -1
+    for k in range(len(weights)):
+        w = weights[k]
+        if w >= min_w:
+            acc += w
+            last = k
+            if acc > target:
+                return k
+    return last
+
+
+@njit(cache=True)
+def _kept_total(weights, min_w):
+    total = 0.0
+    for k in range(len(weights)):
+        if weights[k] >= min_w:
+            total += weights[k]
+    return total
+
+
 def log_softmax(logits: np.ndarray) -> np.ndarray:
-    x = logits.astype(np.float64)
-    m = x.max()
-    return x - (m + np.log(np.exp(x - m).sum()))
+    """Log-probabilities under the model's own distribution (temperature 1, no filters)."""
+    w = np.empty(len(logits), np.float32)
+    total = _weights(logits, np.float32(1.0), w)
+    return (logits.astype(np.float64) - float(logits.max())) - np.log(total)
 
 
-def _top_candidates(scores: np.ndarray, top_k: int, top_p: float) -> np.ndarray:
-    """Ids in descending score order (ties: lower id first), enough of them for top-k / top-p.
+def _top_candidates(weights: np.ndarray, total: float, top_k: int, top_p: float) -> np.ndarray:
+    """Ids in descending weight order (ties: lower id first), enough of them for top-k / top-p.
 
     Sorting a 50k vocabulary every step costs milliseconds, so look at the best
     64, then 256, ... candidates until the nucleus is provably inside them.
     """
-    n = len(scores)
+    n = len(weights)
     limit = top_k if top_k > 0 else n
     k = limit if top_p >= 1.0 else min(limit, 64)
     while True:
-        if k >= n:
-            cand = np.arange(n)
-        else:
-            cand = np.argpartition(-scores, k - 1)[:k]
-        cand = cand[np.lexsort((cand, -scores[cand]))]
-        if k >= limit:
-            return cand
-        mass = np.exp(scores[cand] - scores[cand[0]]).sum() / np.exp(scores - scores[cand[0]]).sum()
-        if mass >= top_p:
+        cand = np.arange(n) if k >= n else np.argpartition(-weights, k - 1)[:k]
+        cand = cand[np.lexsort((cand, -weights[cand]))]
+        if k >= limit or weights[cand].sum(dtype=np.float64) / total >= top_p:
             return cand
         k = min(limit, k * 4)
 
@@ -53,22 +99,22 @@ def sample_token(logits: np.ndarray, params: SamplingParams, sample_index: int, 
     """Choose the next token from one row of float32 logits."""
     if params.greedy:
         return int(np.argmax(logits))  # first maximum: ties go to the lower id
-    scores = logits.astype(np.float64) / params.temperature
+    weights = np.empty(len(logits), np.float32)
+    total = _weights(logits, np.float32(1.0 / params.temperature), weights)
+    u = uniform(params.seed, sample_index, position)
+    min_w = np.float32(params.min_p)  # the top weight is exactly 1, so min-p is a weight threshold
     if params.top_k == 0 and params.top_p >= 1.0:
-        ids = np.arange(len(scores))  # no ranking needed: min-p is a threshold
-    else:
-        ids = _top_candidates(scores, params.top_k, params.top_p)
-    top = scores.max()
-    probs = np.exp(scores[ids] - top) / np.exp(scores - top).sum()  # normalized over the whole vocabulary
+        kept = total if params.min_p == 0.0 else _kept_total(weights, min_w)
+        return int(_walk(weights, total, u * kept, min_w))
+    ids = _top_candidates(weights, total, params.top_k, params.top_p)
+    probs = weights[ids].astype(np.float64) / total
     keep = np.ones(len(ids), dtype=bool)
     if params.top_p < 1.0:
         # the smallest prefix whose mass reaches top_p (the token that crosses it stays)
         keep &= (np.cumsum(probs) - probs) < params.top_p
-    if params.min_p > 0.0:
-        keep &= probs >= params.min_p * probs.max()
+    keep &= weights[ids] >= min_w
     ids, cdf = ids[keep], np.cumsum(probs[keep])
-    u = uniform(params.seed, sample_index, position) * cdf[-1]
-    return int(ids[min(np.searchsorted(cdf, u, side="right"), len(ids) - 1)])
+    return int(ids[min(np.searchsorted(cdf, u * cdf[-1], side="right"), len(ids) - 1)])
 
 
 def top_logprobs(logprobs: np.ndarray, k: int) -> list[tuple[int, float]]:

@@ -22,7 +22,9 @@ walks the rest of its own blocks.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic
 
 
 @njit(parallel=True, cache=True)
@@ -35,6 +37,46 @@ def write_kv(k_pool, v_pool, k, v, slot_block, slot_offset):
             for i in range(d):
                 k_pool[b, h, i, o] = k[t, h, i]
                 v_pool[b, h, o, i] = v[t, h, i]
+
+
+_LOG2E = np.float32(1.4426950408889634)
+_LN2_HI = np.float32(0.693359375)  # ln 2 split in two so that n * ln2 subtracts exactly
+_LN2_LO = np.float32(-2.12194440e-4)
+
+
+@intrinsic
+def _bits_to_f32(typingctx, bits):
+    """Reinterpret an int32 as a float32 (an LLVM bitcast: no memory, vectorizable)."""
+    sig = types.float32(types.int32)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return sig, codegen
+
+
+@njit(cache=True, inline="always")
+def exp_neg(x):
+    """exp(x) for x <= 0 in float32: exact range reduction and a degree-7 polynomial.
+
+    Our own, rather than libm's, because it vectorizes (libm's expf call does not)
+    and because its bits are the same on every machine and C library.  Within 2
+    ulp of the true value; 0 below -87.
+    """
+    xc = max(x, np.float32(-87.0))
+    n = np.floor(xc * _LOG2E + np.float32(0.5))
+    r = (xc - n * _LN2_HI) - n * _LN2_LO
+    p = np.float32(1.0 / 5040.0)
+    p = p * r + np.float32(1.0 / 720.0)
+    p = p * r + np.float32(1.0 / 120.0)
+    p = p * r + np.float32(1.0 / 24.0)
+    p = p * r + np.float32(1.0 / 6.0)
+    p = p * r + np.float32(0.5)
+    p = p * r + np.float32(1.0)
+    p = p * r + np.float32(1.0)
+    scale = np.int32(n) + np.int32(127)
+    two_n = np.float32(0.0) if x < np.float32(-87.0) else _bits_to_f32(scale << 23)
+    return p * two_n
 
 
 @njit(cache=True, inline="always")
@@ -57,12 +99,14 @@ def _fold_block(q, kt, v, cnt, scale, scores, state_m, state_l, acc):
         block_max = max(block_max, scores[j])
     m_old = state_m[0]
     m_new = max(m_old, block_max)
-    corr = np.float32(np.exp(m_old - m_new))
+    corr = exp_neg(m_old - m_new)
     total = state_l[0] * corr
     for i in range(d):
         acc[i] *= corr
     for j in range(cnt):
-        p = np.float32(np.exp(scores[j] - m_new))
+        scores[j] = exp_neg(scores[j] - m_new)
+    for j in range(cnt):
+        p = scores[j]
         total += p
         for i in range(d):
             acc[i] += p * v[j, i]
@@ -123,13 +167,15 @@ def singleton_groups(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def prefix_groups(block_tables: np.ndarray, token_row: np.ndarray, context_len: np.ndarray, block_size: int,
-                  min_shared: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  min_shared: int = 1, max_group: int = 4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Group tokens whose sequences start with the same physical KV blocks.
 
     Tokens are grouped by their table's first block; a group's shared count is
     the length of the common run of identical block ids that every member reads
     in full.  Groups sharing fewer than `min_shared` blocks are split into
-    singletons.
+    singletons, and large groups into pieces of `max_group` tokens so that the
+    threads get balanced work (a shared block is then read once per piece, from
+    cache).
     """
     n = len(token_row)
     full = context_len // block_size  # blocks each token reads in full
@@ -142,9 +188,10 @@ def prefix_groups(block_tables: np.ndarray, token_row: np.ndarray, context_len: 
         same = (tables[:, :limit] == tables[0, :limit]).all(axis=0)
         common = int(np.argmin(same)) if not same.all() else limit
         if len(idx) > 1 and common >= min_shared:
-            members.extend(idx.tolist())
-            starts.append(len(members))
-            shared.append(common)
+            for piece in range(0, len(idx), max_group):
+                members.extend(idx[piece:piece + max_group].tolist())
+                starts.append(len(members))
+                shared.append(common)
         else:
             for t in idx.tolist():
                 members.append(t)
