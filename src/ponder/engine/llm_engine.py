@@ -73,14 +73,17 @@ class _Request:
 class Engine:
     def __init__(self, model: LoadedModel, *, kv_memory: int = 512 << 20, kv_blocks: int | None = None,
                  block_size: int = 16,
-                 token_budget: int = 512, threads: int | None = None, prefix_cache: bool = True):
+                 token_budget: int = 512, threads: int | None = None, prefix_cache: bool = True,
+                 activation_bits: int = 16):
         if threads is not None:
             import numba
             numba.set_num_threads(threads)
         self.model = model
         self.tokenizer = model.tokenizer
         self.config = model.config
-        self.runner = FastModel(model.weights)
+        if activation_bits not in (8, 16):
+            raise InvalidParameterError("activation_bits must be 8 (llama.cpp's q8) or 16", "activation_bits")
+        self.runner = FastModel(model.weights, activation_bits)
         c = self.config
         self.kv = (KVCache(c.n_layers, c.n_kv_heads, c.head_dim, kv_blocks, block_size) if kv_blocks
                    else KVCache.for_model(c, kv_memory, block_size))

@@ -1,19 +1,30 @@
 """Quantized matrix products y = W x for CPU inference (Numba + hand-emitted LLVM IR).
 
-Weights: llama.cpp Q4_1, Q4_0 and Q8_0.  Activations: quantized per token and per
-32-element block to int8, like llama.cpp's q8_1.
+Weights: llama.cpp Q4_1, Q4_0 and Q8_0.  Activations are quantized per token and per
+32-element block in one of two modes:
+
+* q8  (bits=8): int8, d = amax/127, exactly llama.cpp's q8_1.  Fastest.
+* q16 (bits=16, the default): a 15-bit integer q in [-16383, 16383], d = amax/16383,
+  stored as two int8 halves q = 128*qh + ql (qh = q >> 7 in [-128, 127],
+  ql = q & 127 in [0, 127]).  Each step runs two vpdpbusd with the same weight operand,
+  one per half, and the block sum is (sum_hi << 7) + sum_lo.  About 130x less
+  activation error than q8 (see Notes).
 
 Exactness contract
 ------------------
-For a given weight matrix and token, the float32 output is bit-identical whatever
-the batch size M, the token tiling, the number of threads, and whichever kernel
-runs (the SIMD intrinsic, with or without VNNI, or the scalar fallback).  It holds
-because:
+For a given weight matrix, token and mode, the float32 output is bit-identical
+whatever the batch size M, the token tiling, the number of threads, and whichever
+kernel runs (the SIMD intrinsic, with or without VNNI, or the scalar fallback).
+It holds because:
 
 * the 16 lanes of a vector are 16 *output rows*, so there is no horizontal
   reduction; every row is one sequential chain over the K blocks;
 * the integer dot product of a block is exact (any summation order gives the
-  same int32), and converting it to float32 is exact (|isum| < 2**24);
+  same int32);
+* converting it to float32 is a deterministic round-to-nearest of that int32.  It is
+  exact (|isum| < 2**24) except for Q8_0 weights in q16 mode, where |isum| reaches
+  32*128*16383 ~ 6.7e7: the conversion rounds, but the same integer always rounds
+  to the same float, so the contract still holds;
 * the float part is a fixed sequence of plain fmul/fadd (no fastmath, no
   contraction to FMA), the same in the vector IR and in the scalar code;
 * a token's chain never depends on the other tokens of its tile.
@@ -25,7 +36,7 @@ and integer sum of the block; dxs = d_x * float32(s_x), computed once per token)
     Q4_0:  acc = acc +  float32(sum(q*qx) - 8*s_x) * (d_w*d_x)
     Q8_0:  acc = acc +  float32(sum(u*qx) - 128*s_x) * (d_w*d_x),  u = q + 128
 
-Packed layout (see pack_*): rows in groups of 16; per (group g, block k) one
+Packed layout (see pack): rows in groups of 16; per (group g, block k) one
 contiguous record, records ordered g-major so that one row group streams
 sequentially through memory:
 
@@ -37,21 +48,61 @@ A "step" s (0..7) covers K elements 4s..4s+3 of the block for all 16 rows: 64 by
 byte 4r+b = element 4s+b of row r.  That is exactly one vpdpbusd operand (lane r =
 row r).  Q8_0 stores the 8 steps as they are (u = q+128, so the operand is
 unsigned).  Q4 packs two steps per 64-byte vector: vector j holds step 2j in the low
-nibbles and step 2j+1 in the high nibbles, unpacked with AND 0x0F / SHR 4.
-The fp16 scales are widened in the kernel (vcvtph2ps, exact), which keeps the byte
-count equal to GGUF's.
+nibbles and step 2j+1 in the high nibbles.  The fp16 scales are widened in the
+kernel (vcvtph2ps, exact), which keeps the byte count equal to GGUF's.
 
-Caching: the drivers use cache=True.  The on-disk cache is keyed by CPU and source
-file, NOT by the PONDER_QMM_* environment variables below: use a separate
-NUMBA_CACHE_DIR when changing them.  njit code that calls the qmm_* kernels and is
-itself cached should be parallel=True too (see quantize_act_auto).
+API
+---
+Python: ``from_gguf(fmt, raw, rows, K) -> QMatrix``; ``quantize(x, out=None, bits=16)
+-> QAct``; ``matmul(W, a, out=None) -> y [M, rows]`` (dispatches on ``a.bits``);
+``matmul_scalar(W, a)`` (the bit-exact scalar oracle).
+
+njit-callable, arrays only (y is float32 [M, G*16], C-contiguous rows; the
+activation arrays need contiguous rows, any row stride):
+
+    quantize_act(x, qx, dx, dxs, sx)              q8, serial
+    quantize_act_par / quantize_act_auto          q8, prange over tokens / by M
+    quantize_act16(x, qh, ql, dx, dxs, sx)        q16, serial
+    quantize_act16_par / quantize_act16_auto      q16
+    qmm_q4_1(w, qx, dx, dxs, y)   qmm_q4_0(w, qx, dx, sx, y)   qmm_q8_0(w, qx, dx, sx, y)
+    qmm16_q4_1(w, qh, ql, dx, dxs, y)   qmm16_q4_0(w, qh, ql, dx, sx, y)
+    qmm16_q8_0(w, qh, ql, dx, sx, y)
+
+w is QMatrix.buf; aux arrays (dxs for Q4_1, sx otherwise) as in the formulas above.
+All but the two serial quantizers are parallel=True.  A *cached non-parallel* njit
+caller of a parallel function segfaults when NUMBA_NUM_THREADS differs from the
+process that wrote the cache (numba #8578, #4807): make such callers parallel=True
+too (the *_auto quantizers are, without a prange, for that reason).
+
+Caching: cache=True everywhere.  The on-disk cache is keyed by CPU and source file,
+not by PONDER_QMM_NO_VNNI (testing only: forces the portable IR): use a separate
+NUMBA_CACHE_DIR with it.
+
+Notes
+-----
+Speed, SmolLM2-135M weight products (30 layers x 7 Q4_1 + Q8_0 head 49152x576, with
+the activation quantization; from one parallel njit step function; 2 threads, VNNI,
+median of 7 on a shared machine, so +-10%):
+
+    step time    M=1      M=16     M=256
+    q8           4.0 ms   7.6 ms   86 ms
+    q16          4.2 ms   9.9 ms   134 ms
+
+Decode is bound by the weight bandwidth, so q16 costs ~nothing there; batched it is
+bound by vpdpbusd, of which it runs twice as many.
+
+Accuracy, relative L2 error of an output row vector against float64 (same
+dequantized weights, exact x), 576x576 / 1536x576 / 576x1536, every format alike:
+q8 median 5.3e-3, max 6.5e-3 (Gaussian x), 8e-3 / 1.3e-2 (Student-t3 x); q16
+median 4.1e-5, max 4.9e-5 (Gaussian), 6.2e-5 / 9.5e-5 (Student-t3): ~128x smaller.
 """
 
 import os
+import warnings
 
 import numpy as np
-import numba
 from numba import njit, prange, types
+from numba.core.errors import NumbaPerformanceWarning
 from numba.core import cgutils
 from numba.extending import intrinsic
 from llvmlite import ir
@@ -59,8 +110,13 @@ import llvmlite.binding as llvm
 
 QK = 32          # K elements per quantization block
 RG = 16          # output rows per group = lanes of a 512-bit vector of int32/float32
-TMAX = int(os.environ.get("PONDER_QMM_TMAX", 8))   # tokens sharing one weight load (measured)
-PF_DIST = int(os.environ.get("PONDER_QMM_PF", 2560))  # sw prefetch distance (bytes), 0 = off; +5% cold
+# Tokens sharing one load of the weights (measured).  q8: past 8 the token pointers
+# spill.  q16 keeps two int32 accumulators per token: at 8 tokens the zmm registers
+# spill and M=256 runs 1.8x slower than at 6 (4 and 6 tie at M=256; 6 wins at M=16).
+TMAX = {8: 8, 16: 6}
+PF_DIST = 2560   # software prefetch distance in bytes: +5-10% when the weights are cold
+DEFAULT_BITS = 16
+Q16_MAX = 16383  # 2**14 - 1: |q| < 2**14 keeps qh = q >> 7 within int8
 
 FMT_Q4_0, FMT_Q4_1, FMT_Q8_0 = 2, 3, 8    # ggml type ids
 _QBYTES = {FMT_Q4_0: 256, FMT_Q4_1: 256, FMT_Q8_0: 512}
@@ -70,11 +126,14 @@ _ZP_SHIFT = {FMT_Q4_0: 3, FMT_Q8_0: 7}
 BS_Q4_0, BS_Q4_1, BS_Q8_0 = 288, 320, 544
 
 
+# parallel=True without a prange is deliberate here (see the docstring on cached callers).
+warnings.filterwarnings("ignore", message="(?s).*no transformation for parallel execution was possible",
+                        category=NumbaPerformanceWarning)
+
 # --------------------------------------------------------------------------------------
 # CPU capability
 
 def _host_has_vnni():
-    # PONDER_QMM_NO_VNNI=1 forces the portable IR (used to test that it gives the same bits).
     if os.environ.get("PONDER_QMM_NO_VNNI", "") not in ("", "0"):
         return False
     try:
@@ -104,14 +163,17 @@ _VNNI_BYTES = _vnni_operand_is_bytes() if HAS_VNNI else False
 
 
 # --------------------------------------------------------------------------------------
-# LLVM IR for one row group x one tile of T tokens, looping over all K blocks
+# LLVM IR for one row group x all tokens, looping over all K blocks
 
 _i8, _i32, _i64, _f32 = ir.IntType(8), ir.IntType(32), ir.IntType(64), ir.FloatType()
 _v16i32 = ir.VectorType(_i32, 16)
 _v64i8 = ir.VectorType(_i8, 64)
-_v64i32 = ir.VectorType(_i32, 64)
 _v16f = ir.VectorType(_f32, 16)
 _v16h = ir.VectorType(ir.HalfType(), 16)
+
+
+def _c64(v):
+    return ir.Constant(_i64, v)
 
 
 def _splat_i32(v):
@@ -123,7 +185,8 @@ def _ptr(builder, addr, ty):
 
 
 def _bcast_i32(builder, addr):
-    # Scalar load + splat; LLVM folds it into the {1to16} memory operand of vpdpbusd.
+    # A scalar load + splat folds into the {1to16} memory operand of vpdpbusd, so the
+    # activations take no registers.
     s = builder.load(_ptr(builder, addr, _i32), align=1)
     v = builder.insert_element(ir.Constant(_v16i32, ir.Undefined), s, ir.Constant(_i32, 0))
     return builder.shuffle_vector(v, ir.Constant(_v16i32, ir.Undefined),
@@ -144,30 +207,28 @@ def _dot_u8s8(builder, vnni, acc, w, x):
         fn = builder.module.declare_intrinsic(
             "llvm.x86.avx512.vpdpbusd.512", fnty=ir.FunctionType(_v16i32, [_v16i32, opty, opty]))
         return builder.call(fn, [acc, builder.bitcast(w, opty), builder.bitcast(x, opty)])
-    # Portable form: widen, multiply, add the 4 products of each lane.  Integer, so exact.
-    wb = builder.zext(builder.bitcast(w, _v64i8), _v64i32)
-    xb = builder.sext(builder.bitcast(x, _v64i8), _v64i32)
-    p = builder.mul(wb, xb)
-    parts = [builder.shuffle_vector(p, p, ir.Constant(_v16i32, [4 * i + b for i in range(16)]))
-             for b in range(4)]
-    s = builder.add(builder.add(parts[0], parts[1]), builder.add(parts[2], parts[3]))
-    return builder.add(acc, s)
+    # Integer products and sums, so this gives the same bits as vpdpbusd.  Bytes are
+    # extracted with shifts within the i32 lanes: widening to <64 x i32> took LLVM about
+    # twice as long to compile.
+    for b in range(4):
+        wb = builder.and_(builder.lshr(w, _splat_i32(8 * b)), _splat_i32(0xFF))
+        xb = builder.ashr(builder.shl(x, _splat_i32(24 - 8 * b)), _splat_i32(24))
+        acc = builder.add(acc, builder.mul(wb, xb))
+    return acc
 
 
-def _emit_group_tile(builder, fmt, T, vnni, w, x, dx, aux, y, nb, xs, ss, ys):
+def _emit_tile(builder, fmt, bits, T, vnni, w, x, dl, dx, aux, y, nb, xs, ss, ys):
     """Emit: for k in range(nb): per token t, acc_t = acc_t + <block term>; then store.
 
-    All arguments are i64 (addresses in bytes, strides in bytes):
-      w   first record of the row group (g, k=0)
-      x   qx of token 0 of the tile (int8, K per token, token stride xs)
-      dx  d_x of token 0 (float32, nb per token, stride ss)
-      aux dxs (float32) for Q4_1, s_x (int32) for Q4_0/Q8_0; same stride ss
-      y   output of token 0, rows g*16..g*16+15 (float32, token stride ys)
-    nb >= 1 is assumed (K >= 32).
+    All arguments are i64 (addresses and strides in bytes): w first record of the
+    row group; x quants (q8) or high halves (q16) of the tile's first token, token
+    stride xs, and the low halves at x + dl; dx, aux (dxs for Q4_1, s_x otherwise)
+    and y likewise, token strides ss (dx, aux) and ys (y).  nb >= 1.
     """
     bstride = _BSTRIDE[fmt]
     qbytes = _QBYTES[fmt]
     q4 = fmt in (FMT_Q4_0, FMT_Q4_1)
+    wide = bits == 16
     fn = builder.function
     pre = builder.block
     loop = fn.append_basic_block("qmm.kloop")
@@ -176,59 +237,70 @@ def _emit_group_tile(builder, fmt, T, vnni, w, x, dx, aux, y, nb, xs, ss, ys):
 
     builder.position_at_end(loop)
     k = builder.phi(_i64)
-    k.add_incoming(ir.Constant(_i64, 0), pre)
+    k.add_incoming(_c64(0), pre)
     accs = []
     for _ in range(T):
         a = builder.phi(_v16f)
         a.add_incoming(ir.Constant(_v16f, None), pre)
         accs.append(a)
 
-    wb = builder.add(w, builder.mul(k, ir.Constant(_i64, bstride)))
-    xk = builder.add(x, builder.mul(k, ir.Constant(_i64, QK)))
-    sk = builder.mul(k, ir.Constant(_i64, 4))
-    xt = [builder.add(xk, builder.mul(ir.Constant(_i64, t), xs)) for t in range(T)]
+    wb = builder.add(w, builder.mul(k, _c64(bstride)))
+    xk = builder.add(x, builder.mul(k, _c64(QK)))
+    sk = builder.mul(k, _c64(4))
+    xt = [builder.add(xk, builder.mul(_c64(t), xs)) for t in range(T)]
+    xlt = [builder.add(a, dl) for a in xt] if wide else None
 
     if PF_DIST:
+        # llvmlite's declare_intrinsic gets llvm.prefetch's signature wrong: declare it by hand.
         pf = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(ir.VoidType(), [_i8.as_pointer(), _i32, _i32, _i32]),
             "llvm.prefetch.p0")
         for line in range(0, bstride, 64):
-            a = builder.add(wb, ir.Constant(_i64, PF_DIST + line))
+            a = builder.add(wb, _c64(PF_DIST + line))
             builder.call(pf, [_ptr(builder, a, _i8), ir.Constant(_i32, 0), ir.Constant(_i32, 3),
                               ir.Constant(_i32, 1)])
 
-    # A single token has one dependent vpdpbusd chain per block; split it in two
-    # (integer sums, so the split changes no bit) to halve its latency.
+    # A single token has one dependent vpdpbusd chain per block and half; split it in
+    # two (integer sums, so the split changes no bit) to halve its latency.
     nchains = 2 if T == 1 else 1
     zero = ir.Constant(_v16i32, None)
-    isums = [[zero] * nchains for _ in range(T)]
+    hi = [[zero] * nchains for _ in range(T)]
+    lo = [[zero] * nchains for _ in range(T)]
     nib = _splat_i32(0x0F0F0F0F)
     step = 0
     for j in range(qbytes // 64):
-        wv = builder.load(_ptr(builder, builder.add(wb, ir.Constant(_i64, 64 * j)), _v16i32), align=1)
+        wv = builder.load(_ptr(builder, builder.add(wb, _c64(64 * j)), _v16i32), align=1)
         if q4:
             halves = [builder.and_(wv, nib), builder.and_(builder.lshr(wv, _splat_i32(4)), nib)]
         else:
             halves = [wv]
         for h in halves:
+            c = step % nchains
             for t in range(T):
-                xb = _bcast_i32(builder, builder.add(xt[t], ir.Constant(_i64, 4 * step)))
-                c = step % nchains
-                isums[t][c] = _dot_u8s8(builder, vnni, isums[t][c], h, xb)
+                xb = _bcast_i32(builder, builder.add(xt[t], _c64(4 * step)))
+                hi[t][c] = _dot_u8s8(builder, vnni, hi[t][c], h, xb)
+                if wide:
+                    xb = _bcast_i32(builder, builder.add(xlt[t], _c64(4 * step)))
+                    lo[t][c] = _dot_u8s8(builder, vnni, lo[t][c], h, xb)
             step += 1
     assert step == 8
 
-    dw = builder.fpext(builder.load(_ptr(builder, builder.add(wb, ir.Constant(_i64, qbytes)), _v16h),
+    dw = builder.fpext(builder.load(_ptr(builder, builder.add(wb, _c64(qbytes)), _v16h),
                                     align=2), _v16f)
     if fmt == FMT_Q4_1:
-        mw = builder.fpext(builder.load(_ptr(builder, builder.add(wb, ir.Constant(_i64, qbytes + 32)),
+        mw = builder.fpext(builder.load(_ptr(builder, builder.add(wb, _c64(qbytes + 32)),
                                              _v16h), align=2), _v16f)
     new_accs = []
     for t in range(T):
-        isum = isums[t][0]
+        isum = hi[t][0]
         for c in range(1, nchains):
-            isum = builder.add(isum, isums[t][c])
-        srow = builder.add(sk, builder.mul(ir.Constant(_i64, t), ss))
+            isum = builder.add(isum, hi[t][c])
+        if wide:
+            # |sum_hi| <= 32*255*128, so the shift cannot overflow int32
+            isum = builder.shl(isum, _splat_i32(7))
+            for c in range(nchains):
+                isum = builder.add(isum, lo[t][c])
+        srow = builder.add(sk, builder.mul(_c64(t), ss))
         if fmt != FMT_Q4_1:
             sx = _bcast_i32(builder, builder.add(aux, srow))
             isum = builder.sub(isum, builder.shl(sx, _splat_i32(_ZP_SHIFT[fmt])))
@@ -239,7 +311,7 @@ def _emit_group_tile(builder, fmt, T, vnni, w, x, dx, aux, y, nb, xs, ss, ys):
             term = builder.fadd(term, builder.fmul(mw, _bcast_f32(builder, builder.add(aux, srow))))
         new_accs.append(builder.fadd(accs[t], term))
 
-    k1 = builder.add(k, ir.Constant(_i64, 1))
+    k1 = builder.add(k, _c64(1))
     body_end = builder.block
     k.add_incoming(k1, body_end)
     for a, na in zip(accs, new_accs):
@@ -248,21 +320,75 @@ def _emit_group_tile(builder, fmt, T, vnni, w, x, dx, aux, y, nb, xs, ss, ys):
 
     builder.position_at_end(done)
     for t in range(T):
-        yt = builder.add(y, builder.mul(ir.Constant(_i64, t), ys))
+        yt = builder.add(y, builder.mul(_c64(t), ys))
         builder.store(new_accs[t], _ptr(builder, yt, _v16f), align=4)
 
 
-def _make_kernel(fmt, T, vnni=HAS_VNNI):
+def _emit_group(builder, fmt, bits, vnni, w, xh, xl, dx, aux, y, nb, M, xs, ss, ys):
+    """All M tokens against one row group: tiles of TMAX tokens, then 4, 2, 1 for the
+    tail.  The weights of a group (a few KB over all of K) stay in L1 across the tiles;
+    every token runs the same op sequence in any tile, so the tiling changes no bit."""
+    tmax = TMAX[bits]
+    dl = builder.sub(xl, xh)
+    fn = builder.function
+
+    def tile(T, t):
+        def at(base, stride):
+            return builder.add(base, builder.mul(t, stride))
+        _emit_tile(builder, fmt, bits, T, vnni, w, at(xh, xs), dl, at(dx, ss), at(aux, ss),
+                   at(y, ys), nb, xs, ss, ys)
+
+    def remaining_at_least(t, n):
+        return builder.icmp_signed(">=", builder.sub(M, t), _c64(n))
+
+    pre = builder.block
+    head = fn.append_basic_block("qmm.tiles")
+    body = fn.append_basic_block("qmm.tile")
+    tail = fn.append_basic_block("qmm.tail")
+    builder.branch(head)
+    builder.position_at_end(head)
+    t = builder.phi(_i64)
+    t.add_incoming(_c64(0), pre)
+    builder.cbranch(remaining_at_least(t, tmax), body, tail)
+    builder.position_at_end(body)
+    tile(tmax, t)
+    t.add_incoming(builder.add(t, _c64(tmax)), builder.block)
+    builder.branch(head)
+
+    builder.position_at_end(tail)
+    cur = t
+    for T in (4, 2, 1):
+        if T >= tmax:
+            continue
+        do = fn.append_basic_block("qmm.rest")
+        nxt = fn.append_basic_block("qmm.next")
+        skip_from = builder.block
+        builder.cbranch(remaining_at_least(cur, T), do, nxt)
+        builder.position_at_end(do)
+        tile(T, cur)
+        after = builder.add(cur, _c64(T))
+        do_end = builder.block
+        builder.branch(nxt)
+        builder.position_at_end(nxt)
+        phi = builder.phi(_i64)
+        phi.add_incoming(after, do_end)
+        phi.add_incoming(cur, skip_from)
+        cur = phi
+
+
+def _make_kernel(fmt, bits, vnni=HAS_VNNI):
+    """kern(w, xh, xl, dx, aux, y, nb, M, xs, ss, ys): one row group, all tokens.
+    Addresses and strides in bytes; xl is ignored in q8 mode."""
     @intrinsic
-    def _kern(typingctx, w, x, dx, aux, y, nb, xs, ss, ys):
-        argtys = (w, x, dx, aux, y, nb, xs, ss, ys)
+    def _kern(typingctx, w, xh, xl, dx, aux, y, nb, M, xs, ss, ys):
+        argtys = (w, xh, xl, dx, aux, y, nb, M, xs, ss, ys)
         if not all(isinstance(a, types.Integer) for a in argtys):
             return None
         sig = types.void(*argtys)
 
         def codegen(context, builder, signature, args):
             vals = [context.cast(builder, v, t, types.int64) for v, t in zip(args, argtys)]
-            _emit_group_tile(builder, fmt, T, vnni, *vals)
+            _emit_group(builder, fmt, bits, vnni, *vals)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -271,102 +397,100 @@ def _make_kernel(fmt, T, vnni=HAS_VNNI):
 
 
 # Module-level so that the drivers below can be cached (cache=True).
-_k41_1, _k41_2, _k41_4, _k41_T = (_make_kernel(FMT_Q4_1, t) for t in (1, 2, 4, TMAX))
-_k40_1, _k40_2, _k40_4, _k40_T = (_make_kernel(FMT_Q4_0, t) for t in (1, 2, 4, TMAX))
-_k80_1, _k80_2, _k80_4, _k80_T = (_make_kernel(FMT_Q8_0, t) for t in (1, 2, 4, TMAX))
+_k8_q4_1, _k8_q4_0, _k8_q8_0 = (_make_kernel(f, 8) for f in (FMT_Q4_1, FMT_Q4_0, FMT_Q8_0))
+_k16_q4_1, _k16_q4_0, _k16_q8_0 = (_make_kernel(f, 16) for f in (FMT_Q4_1, FMT_Q4_0, FMT_Q8_0))
 
 
 # --------------------------------------------------------------------------------------
-# Drivers: parallel over row groups, token tiles inside (weights of one group, <= a few
-# KB per K block row, stay in L1 while the tiles reuse them).
-# Tiles are TMAX, then 4, 2, 1 for the tail: the per-token result does not depend on it.
+# Drivers: parallel over row groups.  ctypes.data is unsigned and numba makes
+# uint64 + int64 a float64, hence the int64 casts.
+
+@njit(inline="always")
+def _a(arr):
+    return np.int64(arr.ctypes.data)
+
 
 @njit(parallel=True, cache=True)
 def qmm_q4_1(w, qx, dx, dxs, y):
-    """y[t, :] = W qx[t]  for Q4_1 packed w (uint8 [G, nb, 320]); y float32 [M, G*16]."""
-    M = qx.shape[0]
-    G, nb = w.shape[0], w.shape[1]
-    wa = np.int64(w.ctypes.data)
-    xa = np.int64(qx.ctypes.data)
-    da = np.int64(dx.ctypes.data)
-    aa = np.int64(dxs.ctypes.data)
-    ya = np.int64(y.ctypes.data)
+    """q8: y[t, :] = W qx[t] for Q4_1 packed w (uint8 [G, nb, 320]); y float32 [M, G*16]."""
+    G, nb, M = w.shape[0], w.shape[1], np.int64(qx.shape[0])
+    wa, xa, da, aa, ya = _a(w), _a(qx), _a(dx), _a(dxs), _a(y)
     xs, ss, ys = np.int64(qx.strides[0]), np.int64(dx.strides[0]), np.int64(y.strides[0])
     for g in prange(G):
-        wg = wa + np.int64(g) * nb * BS_Q4_1
-        yg = ya + np.int64(g) * (RG * 4)
-        t = np.int64(0)
-        while M - t >= TMAX:
-            _k41_T(wg, xa + t * xs, da + t * ss, aa + t * ss, yg + t * ys, nb, xs, ss, ys)
-            t += TMAX
-        if M - t >= 4:
-            _k41_4(wg, xa + t * xs, da + t * ss, aa + t * ss, yg + t * ys, nb, xs, ss, ys)
-            t += 4
-        if M - t >= 2:
-            _k41_2(wg, xa + t * xs, da + t * ss, aa + t * ss, yg + t * ys, nb, xs, ss, ys)
-            t += 2
-        if M - t >= 1:
-            _k41_1(wg, xa + t * xs, da + t * ss, aa + t * ss, yg + t * ys, nb, xs, ss, ys)
+        _k8_q4_1(wa + np.int64(g) * nb * BS_Q4_1, xa, xa, da, aa, ya + np.int64(g) * (RG * 4),
+                 nb, M, xs, ss, ys)
 
 
 @njit(parallel=True, cache=True)
 def qmm_q4_0(w, qx, dx, sx, y):
-    """Q4_0 packed w (uint8 [G, nb, 288]); sx = int32 activation block sums."""
-    M = qx.shape[0]
-    G, nb = w.shape[0], w.shape[1]
-    wa = np.int64(w.ctypes.data)
-    xa = np.int64(qx.ctypes.data)
-    da = np.int64(dx.ctypes.data)
-    aa = np.int64(sx.ctypes.data)
-    ya = np.int64(y.ctypes.data)
+    """q8, Q4_0 packed w (uint8 [G, nb, 288]); sx = int32 activation block sums."""
+    G, nb, M = w.shape[0], w.shape[1], np.int64(qx.shape[0])
+    wa, xa, da, aa, ya = _a(w), _a(qx), _a(dx), _a(sx), _a(y)
     xs, ss, ys = np.int64(qx.strides[0]), np.int64(dx.strides[0]), np.int64(y.strides[0])
     for g in prange(G):
-        wg = wa + np.int64(g) * nb * BS_Q4_0
-        yg = ya + np.int64(g) * (RG * 4)
-        t = np.int64(0)
-        while M - t >= TMAX:
-            _k40_T(wg, xa + t * xs, da + t * ss, aa + t * ss, yg + t * ys, nb, xs, ss, ys)
-            t += TMAX
-        if M - t >= 4:
-            _k40_4(wg, xa + t * xs, da + t * ss, aa + t * ss, yg + t * ys, nb, xs, ss, ys)
-            t += 4
-        if M - t >= 2:
-            _k40_2(wg, xa + t * xs, da + t * ss, aa + t * ss, yg + t * ys, nb, xs, ss, ys)
-            t += 2
-        if M - t >= 1:
-            _k40_1(wg, xa + t * xs, da + t * ss, aa + t * ss, yg + t * ys, nb, xs, ss, ys)
+        _k8_q4_0(wa + np.int64(g) * nb * BS_Q4_0, xa, xa, da, aa, ya + np.int64(g) * (RG * 4),
+                 nb, M, xs, ss, ys)
 
 
 @njit(parallel=True, cache=True)
 def qmm_q8_0(w, qx, dx, sx, y):
-    """Q8_0 packed w (uint8 [G, nb, 544]); sx = int32 activation block sums."""
-    M = qx.shape[0]
-    G, nb = w.shape[0], w.shape[1]
-    wa = np.int64(w.ctypes.data)
-    xa = np.int64(qx.ctypes.data)
-    da = np.int64(dx.ctypes.data)
-    aa = np.int64(sx.ctypes.data)
-    ya = np.int64(y.ctypes.data)
+    """q8, Q8_0 packed w (uint8 [G, nb, 544]); sx = int32 activation block sums."""
+    G, nb, M = w.shape[0], w.shape[1], np.int64(qx.shape[0])
+    wa, xa, da, aa, ya = _a(w), _a(qx), _a(dx), _a(sx), _a(y)
     xs, ss, ys = np.int64(qx.strides[0]), np.int64(dx.strides[0]), np.int64(y.strides[0])
     for g in prange(G):
-        wg = wa + np.int64(g) * nb * BS_Q8_0
-        yg = ya + np.int64(g) * (RG * 4)
-        t = np.int64(0)
-        while M - t >= TMAX:
-            _k80_T(wg, xa + t * xs, da + t * ss, aa + t * ss, yg + t * ys, nb, xs, ss, ys)
-            t += TMAX
-        if M - t >= 4:
-            _k80_4(wg, xa + t * xs, da + t * ss, aa + t * ss, yg + t * ys, nb, xs, ss, ys)
-            t += 4
-        if M - t >= 2:
-            _k80_2(wg, xa + t * xs, da + t * ss, aa + t * ss, yg + t * ys, nb, xs, ss, ys)
-            t += 2
-        if M - t >= 1:
-            _k80_1(wg, xa + t * xs, da + t * ss, aa + t * ss, yg + t * ys, nb, xs, ss, ys)
+        _k8_q8_0(wa + np.int64(g) * nb * BS_Q8_0, xa, xa, da, aa, ya + np.int64(g) * (RG * 4),
+                 nb, M, xs, ss, ys)
+
+
+# q16: qh and ql must have the same row stride (the kernel reaches ql as qh + const).
+
+@njit(parallel=True, cache=True)
+def qmm16_q4_1(w, qh, ql, dx, dxs, y):
+    """q16, Q4_1: like qmm_q4_1 with the activations as high/low int8 halves."""
+    assert qh.strides[0] == ql.strides[0]
+    G, nb, M = w.shape[0], w.shape[1], np.int64(qh.shape[0])
+    wa, xa, la, da, aa, ya = _a(w), _a(qh), _a(ql), _a(dx), _a(dxs), _a(y)
+    xs, ss, ys = np.int64(qh.strides[0]), np.int64(dx.strides[0]), np.int64(y.strides[0])
+    for g in prange(G):
+        _k16_q4_1(wa + np.int64(g) * nb * BS_Q4_1, xa, la, da, aa, ya + np.int64(g) * (RG * 4),
+                  nb, M, xs, ss, ys)
+
+
+@njit(parallel=True, cache=True)
+def qmm16_q4_0(w, qh, ql, dx, sx, y):
+    """q16, Q4_0."""
+    assert qh.strides[0] == ql.strides[0]
+    G, nb, M = w.shape[0], w.shape[1], np.int64(qh.shape[0])
+    wa, xa, la, da, aa, ya = _a(w), _a(qh), _a(ql), _a(dx), _a(sx), _a(y)
+    xs, ss, ys = np.int64(qh.strides[0]), np.int64(dx.strides[0]), np.int64(y.strides[0])
+    for g in prange(G):
+        _k16_q4_0(wa + np.int64(g) * nb * BS_Q4_0, xa, la, da, aa, ya + np.int64(g) * (RG * 4),
+                  nb, M, xs, ss, ys)
+
+
+@njit(parallel=True, cache=True)
+def qmm16_q8_0(w, qh, ql, dx, sx, y):
+    """q16, Q8_0."""
+    assert qh.strides[0] == ql.strides[0]
+    G, nb, M = w.shape[0], w.shape[1], np.int64(qh.shape[0])
+    wa, xa, la, da, aa, ya = _a(w), _a(qh), _a(ql), _a(dx), _a(sx), _a(y)
+    xs, ss, ys = np.int64(qh.strides[0]), np.int64(dx.strides[0]), np.int64(y.strides[0])
+    for g in prange(G):
+        _k16_q8_0(wa + np.int64(g) * nb * BS_Q8_0, xa, la, da, aa, ya + np.int64(g) * (RG * 4),
+                  nb, M, xs, ss, ys)
 
 
 # --------------------------------------------------------------------------------------
-# Activation quantization (llama.cpp q8_1 semantics, but s_x kept as an exact int32)
+# Activation quantization.  s_x is kept as an exact int32 (llama.cpp's q8_1 stores it
+# as a float) so that the zero-point correction stays in the integer sum.
+
+@njit(inline="always")
+def _round_half_away(v):
+    # in float64 so that |v| + 0.5 is exact
+    r = np.int32(np.floor(abs(np.float64(v)) + 0.5))
+    return r if v >= 0 else -r
+
 
 @njit(cache=True, inline="always")
 def _quantize_token(x, qx, dx, dxs, sx, t):
@@ -384,11 +508,36 @@ def _quantize_token(x, qx, dx, dxs, sx, t):
                 qx[t, k * QK + i] = 0
         else:
             for i in range(QK):
-                v = x[t, k * QK + i] / d          # float32 division
-                # round half away from zero; done in float64 so that |v| + 0.5 is exact
-                r = np.floor(abs(np.float64(v)) + 0.5)
-                q = np.int32(r) if v >= 0 else -np.int32(r)
+                q = _round_half_away(x[t, k * QK + i] / d)      # float32 division
                 qx[t, k * QK + i] = q
+                s += q
+        dx[t, k] = d
+        sx[t, k] = s
+        dxs[t, k] = d * np.float32(s)
+
+
+@njit(cache=True, inline="always")
+def _quantize_token16(x, qh, ql, dx, dxs, sx, t):
+    K = x.shape[1]
+    for k in range(K // QK):
+        amax = np.float32(0.0)
+        for i in range(QK):
+            a = abs(x[t, k * QK + i])
+            if a > amax:
+                amax = a
+        d = amax / np.float32(Q16_MAX)
+        s = np.int32(0)
+        if d == np.float32(0.0):
+            for i in range(QK):
+                qh[t, k * QK + i] = 0
+                ql[t, k * QK + i] = 0
+        else:
+            for i in range(QK):
+                q = _round_half_away(x[t, k * QK + i] / d)      # float32 division
+                # a subnormal d is inexact enough to push |x/d| past the range
+                q = min(max(q, np.int32(-Q16_MAX)), np.int32(Q16_MAX))
+                qh[t, k * QK + i] = q >> 7
+                ql[t, k * QK + i] = q & 127
                 s += q
         dx[t, k] = d
         sx[t, k] = s
@@ -397,7 +546,7 @@ def _quantize_token(x, qx, dx, dxs, sx, t):
 
 @njit(cache=True)
 def quantize_act(x, qx, dx, dxs, sx):
-    """x float32 [M, K] -> qx int8 [M, K], dx/dxs float32 [M, K//32], sx int32 [M, K//32].
+    """q8: x float32 [M, K] -> qx int8 [M, K], dx/dxs float32 [M, K//32], sx int32 [M, K//32].
     Serial: for decode (M = 1) a parallel launch would cost more than the work."""
     for t in range(x.shape[0]):
         _quantize_token(x, qx, dx, dxs, sx, t)
@@ -405,41 +554,79 @@ def quantize_act(x, qx, dx, dxs, sx):
 
 @njit(parallel=True, cache=True)
 def quantize_act_par(x, qx, dx, dxs, sx):
-    """Same result as quantize_act, parallel over tokens (for M >= 4 or so)."""
     for t in prange(x.shape[0]):
         _quantize_token(x, qx, dx, dxs, sx, t)
 
 
-# parallel=True although it has no prange: a *cached non-parallel* caller of a parallel
-# function segfaults when NUMBA_NUM_THREADS changes between runs (numba #8578, #4807).
 @njit(parallel=True, cache=True)
 def quantize_act_auto(x, qx, dx, dxs, sx):
-    """Serial for small M, parallel otherwise (callable from other njit code)."""
     if x.shape[0] < 4:
         quantize_act(x, qx, dx, dxs, sx)
     else:
         quantize_act_par(x, qx, dx, dxs, sx)
 
 
-class QAct:
-    """Quantized activations of M tokens."""
-    __slots__ = ("qx", "dx", "dxs", "sx")
+@njit(cache=True)
+def quantize_act16(x, qh, ql, dx, dxs, sx):
+    """q16: x float32 [M, K] -> qh, ql int8 [M, K] (q = 128*qh + ql), dx, dxs, sx as q8."""
+    for t in range(x.shape[0]):
+        _quantize_token16(x, qh, ql, dx, dxs, sx, t)
 
-    def __init__(self, M, K):
+
+@njit(parallel=True, cache=True)
+def quantize_act16_par(x, qh, ql, dx, dxs, sx):
+    for t in prange(x.shape[0]):
+        _quantize_token16(x, qh, ql, dx, dxs, sx, t)
+
+
+@njit(parallel=True, cache=True)
+def quantize_act16_auto(x, qh, ql, dx, dxs, sx):
+    if x.shape[0] < 4:
+        quantize_act16(x, qh, ql, dx, dxs, sx)
+    else:
+        quantize_act16_par(x, qh, ql, dx, dxs, sx)
+
+
+class QAct:
+    """Quantized activations of M tokens.  bits=8: qx holds the int8 quants, ql is
+    None.  bits=16: qx holds the high halves qh, ql the low halves."""
+    __slots__ = ("bits", "qx", "ql", "dx", "dxs", "sx")
+
+    def __init__(self, M, K, bits=DEFAULT_BITS):
+        if bits not in (8, 16):
+            raise ValueError("bits must be 8 or 16")
         nb = K // QK
+        self.bits = bits
         self.qx = np.empty((M, K), np.int8)
+        self.ql = np.empty((M, K), np.int8) if bits == 16 else None
         self.dx = np.empty((M, nb), np.float32)
         self.dxs = np.empty((M, nb), np.float32)
         self.sx = np.empty((M, nb), np.int32)
 
+    @property
+    def values(self):
+        """The integer quants as int32 [M, K] (q = 128*qh + ql in q16 mode)."""
+        if self.bits == 8:
+            return self.qx.astype(np.int32)
+        return self.qx.astype(np.int32) * 128 + self.ql
 
-def quantize(x, out=None):
+
+def quantize(x, out=None, bits=DEFAULT_BITS):
+    """x float32 [M, K] or [K] -> QAct.  out, if given, must have the same bits and shape."""
     x = np.ascontiguousarray(np.atleast_2d(x), dtype=np.float32)
     M, K = x.shape
     if K % QK:
         raise ValueError("K must be a multiple of 32")
-    a = out if out is not None else QAct(M, K)
-    quantize_act_auto(x, a.qx, a.dx, a.dxs, a.sx)
+    if out is None:
+        a = QAct(M, K, bits)
+    elif out.bits != bits or out.qx.shape != (M, K):
+        raise ValueError("out does not match x and bits")
+    else:
+        a = out
+    if bits == 16:
+        quantize_act16_auto(x, a.qx, a.ql, a.dx, a.dxs, a.sx)
+    else:
+        quantize_act_auto(x, a.qx, a.dx, a.dxs, a.sx)
     return a
 
 
@@ -526,55 +713,54 @@ def decode_gguf(fmt, raw, rows, K):
     return q, d, m
 
 
-def encode_gguf(fmt, q, d, m=None):
-    """Inverse of decode_gguf (tests and synthetic models)."""
-    rows, K = q.shape
-    nb = K // QK
-    d16 = np.asarray(d, np.float16).reshape(rows, nb, 1).view(np.uint8)
-    if fmt == FMT_Q8_0:
-        return np.concatenate([d16, q.astype(np.int8).view(np.uint8).reshape(rows, nb, 32)], 2).ravel()
-    qb = q.astype(np.uint8).reshape(rows, nb, 32)
-    qs = qb[:, :, :16] | (qb[:, :, 16:] << 4)
-    parts = [d16]
-    if fmt == FMT_Q4_1:
-        parts.append(np.asarray(m, np.float16).reshape(rows, nb, 1).view(np.uint8))
-    parts.append(qs)
-    return np.concatenate(parts, 2).ravel()
-
-
 def from_gguf(fmt, raw, rows, K):
     q, d, m = decode_gguf(fmt, raw, rows, K)
     return pack(fmt, q, d, m)
 
 
 # --------------------------------------------------------------------------------------
-# Public entry points
+# Public entry point
+
+# Dispatch in Python: a parallel njit dispatcher would cost ~2 s of compilation and
+# compile all formats where a model uses two.
+_QMM8 = {FMT_Q4_1: qmm_q4_1, FMT_Q4_0: qmm_q4_0, FMT_Q8_0: qmm_q8_0}
+_QMM16 = {FMT_Q4_1: qmm16_q4_1, FMT_Q4_0: qmm16_q4_0, FMT_Q8_0: qmm16_q8_0}
 
 def matmul(W, a, out=None):
     """y [M, W.rows] float32 = W . x for quantized activations a (QAct from quantize())."""
     M = a.qx.shape[0]
     rows_p = W.buf.shape[0] * RG
     y = out if out is not None else np.empty((M, rows_p), np.float32)
-    if W.fmt == FMT_Q4_1:
-        qmm_q4_1(W.buf, a.qx, a.dx, a.dxs, y)
-    elif W.fmt == FMT_Q8_0:
-        qmm_q8_0(W.buf, a.qx, a.dx, a.sx, y)
+    aux = a.dxs if W.fmt == FMT_Q4_1 else a.sx
+    if a.bits == 16:
+        _QMM16[W.fmt](W.buf, a.qx, a.ql, a.dx, aux, y)
     else:
-        qmm_q4_0(W.buf, a.qx, a.dx, a.sx, y)
+        _QMM8[W.fmt](W.buf, a.qx, a.dx, aux, y)
     return y[:, :W.rows]
 
 
 # --------------------------------------------------------------------------------------
-# Scalar fallback: same packed buffer, same float32 op order; the bit-exact reference.
+# Scalar fallback: same packed buffer, same integers, same float32 op order; the
+# bit-exact reference the SIMD kernels are tested against.
 
 _F16_LUT = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
 
 
+@njit(inline="always")
+def _xq(qx, ql, wide, t, i):
+    v = np.int32(qx[t, i])
+    if wide:
+        v = v * np.int32(128) + np.int32(ql[t, i])
+    return v
+
+
 @njit(parallel=True, cache=True)
-def qmm_scalar(fmt, w, qx, dx, dxs, sx, y, lut):
+def qmm_scalar(fmt, bits, w, qx, ql, dx, dxs, sx, y, lut):
+    """ql is ignored when bits == 8 (pass qx)."""
     M = qx.shape[0]
     G, nb = w.shape[0], w.shape[1]
     q4 = fmt != FMT_Q8_0
+    wide = bits == 16
     qbytes = 256 if q4 else 512
     zp = np.int32(8) if fmt == FMT_Q4_0 else np.int32(128)
     for r in prange(G * RG):
@@ -588,12 +774,13 @@ def qmm_scalar(fmt, w, qx, dx, dxs, sx, y, lut):
                     for j in range(4):
                         for b in range(4):
                             v = np.int32(rec[64 * j + 4 * lane + b])
-                            isum += (v & 15) * np.int32(qx[t, k * QK + 8 * j + b])
-                            isum += (v >> 4) * np.int32(qx[t, k * QK + 8 * j + 4 + b])
+                            isum += (v & 15) * _xq(qx, ql, wide, t, k * QK + 8 * j + b)
+                            isum += (v >> 4) * _xq(qx, ql, wide, t, k * QK + 8 * j + 4 + b)
                 else:
                     for s in range(8):
                         for b in range(4):
-                            isum += np.int32(rec[64 * s + 4 * lane + b]) * np.int32(qx[t, k * QK + 4 * s + b])
+                            u = np.int32(rec[64 * s + 4 * lane + b])
+                            isum += u * _xq(qx, ql, wide, t, k * QK + 4 * s + b)
                 dw = lut[np.int32(rec[qbytes + 2 * lane]) | (np.int32(rec[qbytes + 2 * lane + 1]) << 8)]
                 if fmt == FMT_Q4_1:
                     mw = lut[np.int32(rec[288 + 2 * lane]) | (np.int32(rec[289 + 2 * lane]) << 8)]
@@ -608,47 +795,6 @@ def matmul_scalar(W, a, out=None):
     M = a.qx.shape[0]
     rows_p = W.buf.shape[0] * RG
     y = out if out is not None else np.empty((M, rows_p), np.float32)
-    qmm_scalar(W.fmt, W.buf, a.qx, a.dx, a.dxs, a.sx, y, _F16_LUT)
+    ql = a.ql if a.bits == 16 else a.qx
+    qmm_scalar(W.fmt, a.bits, W.buf, a.qx, ql, a.dx, a.dxs, a.sx, y, _F16_LUT)
     return y[:, :W.rows]
-
-
-# --------------------------------------------------------------------------------------
-# Float64 reference and synthetic quantizers (tests)
-
-def dequantize(fmt, q, d, m=None):
-    nb = q.shape[1] // QK
-    d64 = np.repeat(np.asarray(d, np.float16).astype(np.float64), QK, axis=1)
-    if fmt == FMT_Q4_1:
-        return d64 * q.astype(np.float64) + np.repeat(np.asarray(m, np.float16).astype(np.float64), QK, axis=1)
-    if fmt == FMT_Q4_0:
-        return d64 * (q.astype(np.float64) - 8.0)
-    return d64 * q.astype(np.float64)
-
-
-def reference(fmt, q, d, m, x):
-    """float64 y = dequant(W) @ x for x [M, K] (exact activations)."""
-    return np.asarray(x, np.float64) @ dequantize(fmt, q, d, m).T
-
-
-def quantize_weights(fmt, w):
-    """float [rows, K] -> (q, d, m) with llama.cpp's reference quantizers."""
-    rows, K = w.shape
-    b = w.astype(np.float32).reshape(rows, K // QK, QK)
-    if fmt == FMT_Q4_1:
-        mn, mx = b.min(2), b.max(2)
-        d = (mx - mn) / 15
-        idv = np.where(d > 0, 1 / np.where(d > 0, d, 1), 0)
-        q = np.clip(np.floor((b - mn[..., None]) * idv[..., None] + 0.5), 0, 15).astype(np.uint8)
-        return q.reshape(rows, K), d.astype(np.float16), mn.astype(np.float16)
-    if fmt == FMT_Q4_0:
-        i = np.argmax(np.abs(b), 2)
-        mxv = np.take_along_axis(b, i[..., None], 2)[..., 0]
-        d = mxv / -8
-        idv = np.where(d != 0, 1 / np.where(d != 0, d, 1), 0)
-        q = np.clip(np.floor(b * idv[..., None] + 8.5), 0, 15).astype(np.uint8)
-        return q.reshape(rows, K), d.astype(np.float16), None
-    amax = np.abs(b).max(2)
-    d = amax / 127
-    idv = np.where(d > 0, 1 / np.where(d > 0, d, 1), 0)
-    q = np.round(b * idv[..., None]).astype(np.int8)
-    return q.reshape(rows, K), d.astype(np.float16), None

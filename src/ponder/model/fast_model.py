@@ -49,8 +49,9 @@ class _Layer:
 
 
 class FastModel:
-    def __init__(self, weights: ModelWeights):
+    def __init__(self, weights: ModelWeights, activation_bits: int = 16):
         self.config = c = weights.config
+        self.bits = activation_bits
         self.embed = weights.embed
         self.layers = [_Layer(lw) for lw in weights.layers]
         self.output = make_linear(weights.output)
@@ -82,7 +83,7 @@ class FastModel:
         attn = np.empty((n, c.n_heads, c.head_dim), np.float32)
         for li, layer in enumerate(self.layers):
             ops.rms_norm(x, layer.attn_norm, c.norm_eps, h)
-            act = Activations(h)
+            act = Activations(h, self.bits)
             q, k, v = layer.wq(act), layer.wk(act), layer.wv(act)
             if layer.bq is not None:
                 q, k, v = q + layer.bq, k + layer.bk, v + layer.bv
@@ -94,14 +95,14 @@ class FastModel:
             attention.write_kv(k_pool[li], v_pool[li], k, v, slot_block, slot_offset)
             attention.paged_attention(q, k_pool[li], v_pool[li], tables, step.token_row, context_len,
                                       self.scale, attn, *groups)
-            x = x + layer.wo(Activations(attn.reshape(n, -1)))
+            x = x + layer.wo(Activations(attn.reshape(n, -1), self.bits))
             ops.rms_norm(x, layer.ffn_norm, c.norm_eps, h)
-            act = Activations(h)
+            act = Activations(h, self.bits)
             gate, up = layer.w_gate(act), layer.w_up(act)
             mid = np.empty_like(gate)
             ops.silu_mul(np.ascontiguousarray(gate), np.ascontiguousarray(up), mid)
-            x = x + layer.w_down(Activations(mid))
+            x = x + layer.w_down(Activations(mid, self.bits))
         rows = x[step.logits_rows]
         out = np.empty_like(rows)
         ops.rms_norm(rows, self.final_norm, c.norm_eps, out)
-        return np.ascontiguousarray(self.output(Activations(out)))
+        return np.ascontiguousarray(self.output(Activations(out, self.bits)))
