@@ -96,3 +96,37 @@ def test_bad_prompts_are_rejected(engine):
     for bad in ([], [10**9], [{"content": "x"}], 5):
         with pytest.raises(InvalidParameterError):
             engine.generate(bad, SamplingParams(max_tokens=1))
+
+
+def test_usage_accounts_for_reuse_and_forks(engine):
+    p = SamplingParams(temperature=1.0, n=3, seed=1, max_tokens=5, ignore_eos=True)
+    prompt = list(range(30, 70))
+    first = engine.generate(prompt, p)[0]
+    u = first.usage
+    assert u["prompt_tokens"] == 40 and u["completion_tokens"] == 15
+    assert u["forked_tokens"] == 80  # two forks skipped the 40-token prefill
+    assert u["flops"] > 0 and u["bytes"] > 0
+    again = engine.generate(prompt, p)[0]
+    assert again.usage["cached_tokens"] == 39  # everything but the last prompt token came from the cache
+    assert again.usage["computed_tokens"] < u["computed_tokens"]
+
+
+def test_abort_frees_blocks_and_reports(engine):
+    rid = engine.add_request("the cat", SamplingParams(temperature=0, max_tokens=100, ignore_eos=True, n=2))
+    events = engine.step() + engine.step()
+    assert {e.request_id for e in events} == {rid}
+    engine.abort(rid)
+    assert engine.is_finished(rid) and not engine.has_unfinished()
+    res = engine.pop_result(rid)
+    assert [o.finish_reason for o in res.outputs] == ["abort", "abort"]
+    assert not engine.kv.ref_count[~engine.kv.cached].any()
+
+
+def test_step_events_spell_the_output(engine):
+    rid = engine.add_request("the", SamplingParams(temperature=0.5, seed=8, max_tokens=7, ignore_eos=True))
+    events = []
+    while not engine.is_finished(rid):
+        events += engine.step()
+    res = engine.pop_result(rid)
+    assert [e.token_id for e in events] == res.token_ids
+    assert [e.finish_reason for e in events] == [None] * 6 + ["length"]

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ponder.engine import sampler
+from ponder.engine import sampler, speculative
+from ponder.engine.accounting import Cost, CostModel
 from ponder.engine.kv_cache import KVCache
 from ponder.engine.sampling_params import SamplingParams
 from ponder.engine.scheduler import ScheduledChunk, Scheduler
@@ -42,6 +43,7 @@ class GenerationResult:
     outputs: list[SampleOutput]
     seed: int
     params: SamplingParams
+    usage: dict = field(default_factory=dict)
 
     # the first sample, for the common n = 1 case
     @property
@@ -62,19 +64,31 @@ class GenerationResult:
 
 
 @dataclass
+class TokenEvent:
+    """One token appended to one sample during a step (what a streaming client is sent)."""
+
+    request_id: int
+    sample_index: int
+    token_id: int
+    logprob: float
+    finish_reason: str | None  # set on the sample's last token
+
+
+@dataclass
 class _Request:
     id: int
     prompt: Prompt
     prompt_ids: list[int]
     params: SamplingParams
     samples: list[Sequence] = field(default_factory=list)
+    cost: Cost = field(default_factory=Cost)
 
 
 class Engine:
     def __init__(self, model: LoadedModel, *, kv_memory: int = 512 << 20, kv_blocks: int | None = None,
                  block_size: int = 16,
                  token_budget: int = 512, threads: int | None = None, prefix_cache: bool = True,
-                 activation_bits: int = 16):
+                 activation_bits: int = 16, speculative_tokens: int = 4, speculative_max_batch: int = 4):
         if threads is not None:
             import numba
             numba.set_num_threads(threads)
@@ -88,6 +102,11 @@ class Engine:
         self.kv = (KVCache(c.n_layers, c.n_kv_heads, c.head_dim, kv_blocks, block_size) if kv_blocks
                    else KVCache.for_model(c, kv_memory, block_size))
         self.scheduler = Scheduler(self.kv, token_budget=token_budget, prefix_cache=prefix_cache)
+        # Drafts cost compute per token; they pay off while decode is bound by memory
+        # bandwidth, i.e. when few sequences decode together (see BENCHMARKS.md).
+        self.speculative_tokens = speculative_tokens
+        self.speculative_max_batch = speculative_max_batch
+        self.costs = CostModel(self.config, self.runner.nbytes())
         self._request_ids = itertools.count()
         self._requests: dict[int, _Request] = {}
 
@@ -128,24 +147,53 @@ class Engine:
         self.scheduler.add(first)
         return req.id
 
-    def step(self) -> None:
+    def step(self) -> list[TokenEvent]:
+        """Run one forward step; returns the tokens it appended."""
+        self._propose_drafts()
         chunks = self.scheduler.schedule()
         if not chunks:
             raise ContextLengthError("the KV pool is too small for any waiting request")  # pragma: no cover
-        logits = self.runner.forward(self._step_input(chunks), self.kv.k, self.kv.v)
-        done = [c for c in chunks if c.completes]
-        for chunk in chunks:
-            chunk.seq.num_computed = chunk.start + chunk.length
-            if chunk.completes and chunk.start < len(chunk.seq.prompt_ids):
-                self.scheduler.cache_computed(chunk.seq)  # the prompt is shareable from now on
-        for chunk, row in zip(done, logits):
-            for seq in self._fork_if_first_draw(chunk.seq):
-                self._append_token(seq, row)
+        step, rows = self._step_input(chunks)
+        logits = self.runner.forward(step, self.kv.k, self.kv.v)
+        events: list[TokenEvent] = []
+        n_tokens = len(step.tokens)
+        for chunk, (lo, hi) in zip(chunks, rows):
+            seq = chunk.seq
+            real_end = min(chunk.start + chunk.length, len(seq))
+            self._requests[seq.request_id].cost.add(self.costs.chunk(chunk.start, chunk.length, n_tokens))
+            seq.num_computed = real_end
+            if chunk.completes and chunk.start < len(seq.prompt_ids):
+                self.scheduler.cache_computed(seq)  # the prompt is shareable from now on
+            if chunk.completes:
+                draft = seq.draft[:chunk.start + chunk.length - len(seq)]
+                for s in self._fork_if_first_draw(seq):
+                    events.extend(self._draw(s, logits[lo:hi], draft if s is seq else []))
+            seq.draft = []
+        return events
+
+    def abort(self, request_id: int) -> None:
+        """Stop a request now: its samples finish with reason "abort" and their blocks are freed."""
+        req = self._requests.get(request_id)
+        if req is None:
+            return
+        for seq in req.samples:
+            if not seq.finished:
+                seq.finish_reason = "abort"
+                self.scheduler.finish(seq)
+
+    def has_unfinished(self) -> bool:
+        return self.scheduler.has_work()
+
+    def is_finished(self, request_id: int) -> bool:
+        return all(s.finished for s in self._requests[request_id].samples)
+
+    def pop_result(self, request_id: int) -> GenerationResult:
+        return self._result(self._requests.pop(request_id))
 
     def run_until_done(self, request_ids: list[int]) -> list[GenerationResult]:
-        while any(not s.finished for r in request_ids for s in self._requests[r].samples):
+        while not all(self.is_finished(r) for r in request_ids):
             self.step()
-        return [self._result(self._requests.pop(r)) for r in request_ids]
+        return [self.pop_result(r) for r in request_ids]
 
     def generate(self, prompts: Prompt | list[Prompt], params: SamplingParams | None = None) -> list[GenerationResult]:
         """Generate for one prompt or a list of prompts; returns one result per prompt."""
@@ -211,20 +259,34 @@ class Engine:
         return out
 
     # -- internals ----------------------------------------------------------
-    def _step_input(self, chunks: list[ScheduledChunk]) -> StepInput:
-        tokens, positions, rows, logits_rows = [], [], [], []
+    def _propose_drafts(self) -> None:
+        decoding = [s for s in self.scheduler.running if s.num_pending == 1 and s.output_ids]
+        if not self.speculative_tokens or not decoding or len(decoding) > self.speculative_max_batch:
+            return
+        for seq in decoding:
+            room = min(self.speculative_tokens, seq.params.max_tokens - len(seq.output_ids) - 1,
+                       self.config.context_length - len(seq) - 1)
+            seq.draft = speculative.propose(seq.tokens, room) if room > 0 else []
+
+    def _step_input(self, chunks: list[ScheduledChunk]) -> tuple[StepInput, list[tuple[int, int]]]:
+        """The flat batch of a step, and for each chunk the range of its logits rows."""
+        tokens, positions, rows, logits_rows, ranges = [], [], [], [], []
         width = max(len(c.seq.block_table) for c in chunks)
         tables = np.zeros((len(chunks), width), np.int32)
         for i, c in enumerate(chunks):
-            toks = c.seq.tokens
+            toks = c.seq.tokens + c.seq.draft
+            first = len(tokens)
             tokens.extend(toks[c.start:c.start + c.length])
             positions.extend(range(c.start, c.start + c.length))
             rows.extend([i] * c.length)
             tables[i, :len(c.seq.block_table)] = c.seq.block_table
-            if c.completes:
-                logits_rows.append(len(tokens) - 1)
-        return StepInput(np.array(tokens, np.int64), np.array(positions, np.int64), np.array(rows, np.int32),
+            lo = len(logits_rows)
+            if c.completes:  # the last real token and any draft tokens after it
+                logits_rows.extend(range(first + len(c.seq) - 1 - c.start, first + c.length))
+            ranges.append((lo, len(logits_rows)))
+        step = StepInput(np.array(tokens, np.int64), np.array(positions, np.int64), np.array(rows, np.int32),
                          tables, np.array(logits_rows, np.int64))
+        return step, ranges
 
     def transcript(self, result: GenerationResult) -> dict:
         """The replayable record of a generation (see engine/transcript.py)."""
@@ -250,19 +312,32 @@ class Engine:
             self.scheduler.add_running(child)
         return req.samples
 
-    def _append_token(self, seq: Sequence, logits: np.ndarray) -> None:
-        p = seq.params
-        position = len(seq)
-        token = sampler.sample_token(logits, p, seq.sample_index, position)
-        logprobs = sampler.log_softmax(logits)
-        seq.output_ids.append(token)
-        seq.logprobs.append(float(logprobs[token]))
-        if p.logprobs:
-            seq.top_logprobs.append(sampler.top_logprobs(logprobs, p.logprobs))
-        reason = self._finish_reason(seq, token)
-        if reason:
-            seq.finish_reason = reason
-            self.scheduler.finish(seq)
+    def _draw(self, seq: Sequence, rows: np.ndarray, draft: list[int]) -> list[TokenEvent]:
+        """Draw the next token from rows[0]; while it equals the draft token fed after it, keep drawing."""
+        events = []
+        for i, logits in enumerate(rows[:len(draft) + 1]):
+            p = seq.params
+            token = sampler.sample_token(logits, p, seq.sample_index, len(seq))
+            logprobs = sampler.log_softmax(logits)
+            seq.output_ids.append(token)
+            seq.logprobs.append(float(logprobs[token]))
+            if p.logprobs:
+                seq.top_logprobs.append(sampler.top_logprobs(logprobs, p.logprobs))
+            reason = self._finish_reason(seq, token)
+            events.append(TokenEvent(seq.request_id, seq.sample_index, token, seq.logprobs[-1], reason))
+            if reason:
+                seq.finish_reason = reason
+                self.scheduler.finish(seq)
+                break
+            if i < len(draft) and token == draft[i]:
+                seq.num_computed += 1  # the draft token was fed at this position: its K/V are valid
+                continue
+            break
+        if draft:
+            cost = self._requests[seq.request_id].cost
+            cost.spec_proposed += len(draft)
+            cost.spec_accepted += len(events) - 1
+        return events
 
     def _finish_reason(self, seq: Sequence, token: int) -> str | None:
         p = seq.params
@@ -289,7 +364,19 @@ class Engine:
                 text = text[:s.stop_text_end]
             outs.append(SampleOutput(s.sample_index, list(s.output_ids), text, s.logprobs, s.finish_reason,
                                      s.top_logprobs))
-        return GenerationResult(req.prompt, req.prompt_ids, outs, req.params.seed, req.params)
+        cached = req.samples[0].num_cached
+        usage = {
+            "prompt_tokens": len(req.prompt_ids),
+            "completion_tokens": sum(len(s.output_ids) for s in req.samples),
+            "cached_tokens": cached,  # prompt tokens served by the prefix cache
+            "forked_tokens": (len(req.samples) - 1) * len(req.prompt_ids),  # prompt work the n-1 forks skipped
+            "computed_tokens": req.cost.computed_tokens,
+            "speculative_proposed": req.cost.spec_proposed,
+            "speculative_accepted": req.cost.spec_accepted,
+            "flops": req.cost.flops,
+            "bytes": req.cost.bytes,
+        }
+        return GenerationResult(req.prompt, req.prompt_ids, outs, req.params.seed, req.params, usage)
 
 
 def _is_prompt_list(prompts) -> bool:

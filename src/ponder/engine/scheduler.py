@@ -28,8 +28,8 @@ class ScheduledChunk:
 
     @property
     def completes(self) -> bool:
-        """After this chunk the sequence's next token can be drawn."""
-        return self.start + self.length == len(self.seq)
+        """After this chunk the sequence's next token can be drawn (drafts may follow the last real token)."""
+        return self.start + self.length >= len(self.seq)
 
 
 class Scheduler:
@@ -61,7 +61,7 @@ class Scheduler:
                 break
             if seq not in self.running:  # preempted while making room for an earlier one
                 continue
-            n = min(seq.num_pending, budget)
+            n = min(seq.num_pending + len(seq.draft), budget)
             while not self._reserve(seq, n):
                 victim = self.running[-1]
                 self._preempt(victim)

@@ -32,6 +32,7 @@ class Sequence:
     status: Status = Status.WAITING
     finish_reason: str | None = None
     stop_text_end: int | None = None  # where a stop string cut the text
+    draft: list[int] = field(default_factory=list)  # speculative tokens to verify in the next step
     seq_id: int = field(default_factory=lambda: next(_ids))
 
     @property
@@ -43,7 +44,7 @@ class Sequence:
 
     @property
     def num_pending(self) -> int:
-        """Tokens whose K/V still have to be computed before the next draw."""
+        """Tokens whose K/V still have to be computed before the next draw (drafts not counted)."""
         return len(self) - self.num_computed
 
     @property
