@@ -1,21 +1,24 @@
-"""Per-token operations of the forward pass: RMSNorm, RoPE, SiLU*mul, residual add.
+"""Per-token operations of the forward pass: RMSNorm, RoPE, SiLU*mul.
 
-Each kernel parallelizes over tokens (rows) only.  Every reduction runs in one
-fixed order inside one thread, and there is no fastmath, so a token's result is
-the same bits whatever batch it is in and however many threads run.
+These are cheap next to the matrix products, so they run on one thread: a
+parallel region costs microseconds to start, more than the work itself at
+decode.  Every reduction runs in one fixed order and there is no fastmath, so a
+token's result is the same bits whatever batch it is in.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
+
+from ponder.kernels.attention import exp_neg
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def rms_norm(x, weight, eps, out):
     """out[t] = x[t] / sqrt(mean(x[t]^2) + eps) * weight; sums of squares in float64, in order."""
     n, dim = x.shape
-    for t in prange(n):
+    for t in range(n):
         ss = 0.0
         for i in range(dim):
             v = np.float64(x[t, i])
@@ -25,12 +28,12 @@ def rms_norm(x, weight, eps, out):
             out[t, i] = (x[t, i] * inv) * weight[i]
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def rope(x, positions, cos, sin):
     """In place, x: (T, heads, d).  Rotates the halves of each head (rotate_half convention)."""
     n, heads, d = x.shape
     half = d // 2
-    for t in prange(n):
+    for t in range(n):
         p = positions[t]
         for h in range(heads):
             for i in range(half):
@@ -40,13 +43,16 @@ def rope(x, positions, cos, sin):
                 x[t, h, i + half] = b * c + a * s
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def silu_mul(gate, up, out):
     n, dim = gate.shape
-    for t in prange(n):
+    one = np.float32(1.0)
+    for t in range(n):
         for i in range(dim):
             g = gate[t, i]
-            out[t, i] = g / (np.float32(1.0) + np.exp(-g)) * up[t, i]
+            e = exp_neg(-abs(g))  # exp(-|g|): our exp, which vectorizes and is the same on every machine
+            sig = one / (one + e) if g >= 0 else e / (one + e)
+            out[t, i] = g * sig * up[t, i]
 
 
 def rope_tables(theta: float, head_dim: int, length: int) -> tuple[np.ndarray, np.ndarray]:

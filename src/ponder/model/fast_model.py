@@ -14,7 +14,7 @@ import numpy as np
 
 from ponder.kernels import attention, ops
 from ponder.loading.weights import ModelWeights
-from ponder.model.linear import Activations, make_linear
+from ponder.model.linear import Activations, make_fused_linear, make_linear
 
 
 @dataclass
@@ -36,16 +36,35 @@ class StepInput:
     share_prefix: bool = True
 
 
+class _Group:
+    """Matrices that read the same input, run as one stacked product when their formats allow."""
+
+    def __init__(self, tensors):
+        fused = make_fused_linear(tensors)
+        if fused is not None:
+            self.parts, self.offsets = [fused[0]], fused[1]
+        else:
+            self.parts, self.offsets = [make_linear(t) for t in tensors], None
+        self.nbytes = sum(p.nbytes for p in self.parts)
+
+    def __call__(self, act: Activations) -> list[np.ndarray]:
+        if self.offsets is None:
+            return [np.ascontiguousarray(p(act)) for p in self.parts]
+        y = self.parts[0](act)
+        return [np.ascontiguousarray(y[:, a:b]) for a, b in zip(self.offsets, self.offsets[1:])]
+
+
 class _Layer:
     def __init__(self, lw):
         self.attn_norm, self.ffn_norm = lw.attn_norm.astype(np.float32), lw.ffn_norm.astype(np.float32)
-        self.wq, self.wk, self.wv, self.wo = (make_linear(lw.wq), make_linear(lw.wk), make_linear(lw.wv),
-                                              make_linear(lw.wo))
-        self.w_gate, self.w_up, self.w_down = make_linear(lw.w_gate), make_linear(lw.w_up), make_linear(lw.w_down)
+        self.qkv = _Group([lw.wq, lw.wk, lw.wv])
+        self.wo = make_linear(lw.wo)
+        self.gate_up = _Group([lw.w_gate, lw.w_up])
+        self.w_down = make_linear(lw.w_down)
         self.bq, self.bk, self.bv = (None if b is None else b.astype(np.float32) for b in (lw.bq, lw.bk, lw.bv))
 
     def nbytes(self) -> int:
-        return sum(m.nbytes for m in (self.wq, self.wk, self.wv, self.wo, self.w_gate, self.w_up, self.w_down))
+        return self.qkv.nbytes + self.wo.nbytes + self.gate_up.nbytes + self.w_down.nbytes
 
 
 class FastModel:
@@ -84,7 +103,7 @@ class FastModel:
         for li, layer in enumerate(self.layers):
             ops.rms_norm(x, layer.attn_norm, c.norm_eps, h)
             act = Activations(h, self.bits)
-            q, k, v = layer.wq(act), layer.wk(act), layer.wv(act)
+            q, k, v = layer.qkv(act)
             if layer.bq is not None:
                 q, k, v = q + layer.bq, k + layer.bk, v + layer.bv
             q = np.ascontiguousarray(q).reshape(n, c.n_heads, c.head_dim)
@@ -98,9 +117,9 @@ class FastModel:
             x = x + layer.wo(Activations(attn.reshape(n, -1), self.bits))
             ops.rms_norm(x, layer.ffn_norm, c.norm_eps, h)
             act = Activations(h, self.bits)
-            gate, up = layer.w_gate(act), layer.w_up(act)
+            gate, up = layer.gate_up(act)
             mid = np.empty_like(gate)
-            ops.silu_mul(np.ascontiguousarray(gate), np.ascontiguousarray(up), mid)
+            ops.silu_mul(gate, up, mid)
             x = x + layer.w_down(Activations(mid, self.bits))
         rows = x[step.logits_rows]
         out = np.empty_like(rows)

@@ -59,3 +59,19 @@ class FloatLinear:
 
 def make_linear(t: WeightTensor):
     return QuantLinear(t) if t.fmt in _INT_FORMATS else FloatLinear(t)
+
+
+def make_fused_linear(tensors: list[WeightTensor]):
+    """One linear over several matrices that read the same input (Q/K/V, gate/up), rows stacked.
+
+    Rows are independent, so the stacked product gives each matrix the same bits
+    as its own, with one kernel launch instead of several.  Returns (linear,
+    column offsets), or None when the matrices differ in format or width.
+    """
+    first = tensors[0]
+    if any(t.fmt != first.fmt or t.cols != first.cols for t in tensors):
+        return None
+    data = np.concatenate([np.asarray(t.data) for t in tensors])
+    fused = WeightTensor("+".join(t.name for t in tensors), first.fmt, sum(t.rows for t in tensors), first.cols, data)
+    offsets = np.cumsum([0] + [t.rows for t in tensors]).tolist()
+    return make_linear(fused), offsets
