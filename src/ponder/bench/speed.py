@@ -29,7 +29,8 @@ class Figure:
 def prompt_ids(tokenizer, n: int, variant: int = 0) -> list[int]:
     """n tokens of English-like text; `variant` changes the first token so no cache can serve it."""
     ids = tokenizer.encode(FILLER * (n // 20 + 2))[:n]
-    ids[0] = tokenizer.encode(f" {variant}")[0] if variant else ids[0]
+    if variant:
+        ids[0] = 1000 + variant  # any ordinary token will do; it only has to differ
     return ids
 
 

@@ -56,6 +56,73 @@ def run_speed(kind: str, model_name: str, threads: int, vs: str | None, tokens: 
     return out
 
 
+def run_parallel(model_name: str, threads: int, vs: str | None, n_seqs: int, prompt_len: int, new_tokens: int,
+                 repeats: int) -> dict:
+    """n samples of one prompt: ponder forks after one prefill; llama.cpp copies the prompt's KV (unified cache)."""
+    from ponder import Engine, SamplingParams
+
+    numba.set_num_threads(threads)
+    engine = Engine.from_pretrained(model_name, threads=threads)
+    out = _header("parallel", engine.model, threads)
+    out.update({"memory_bandwidth_GBs": machine.memory_bandwidth(threads) / 1e9, "n_seqs": n_seqs,
+                "prompt_tokens": prompt_len, "new_tokens": new_tokens})
+    runs, prefill = [], []
+    for r in range(repeats + 1):
+        ids = speed.prompt_ids(engine.tokenizer, prompt_len, 100 + r)
+        engine.scheduler.radix = None  # each run pays its prefill: no help from the previous one
+        t0 = time.perf_counter()
+        engine.generate(ids, SamplingParams(temperature=0, max_tokens=1))
+        t1 = time.perf_counter()
+        res = engine.generate(ids, SamplingParams(temperature=0.8, seed=r, n=n_seqs, max_tokens=new_tokens,
+                                                  ignore_eos=True))[0]
+        t2 = time.perf_counter()
+        assert sum(len(o.token_ids) for o in res.outputs) == n_seqs * new_tokens
+        if r:
+            prefill.append(t1 - t0)
+            runs.append(n_seqs * new_tokens / ((t2 - t1) - (t1 - t0)))
+    out["results"] = [{"engine": "ponder", "decode_tok_s": statistics.median(runs), "runs": [round(x, 1) for x in runs],
+                       "prefill_s": statistics.median(prefill)}]
+    if vs:
+        from ponder.bench.llama_batched import batched_decode
+
+        lruns, lpre = [], []
+        for r in range(repeats):
+            ids = speed.prompt_ids(engine.tokenizer, prompt_len, 100 + r)
+            fig = batched_decode(engine.model.path, threads, ids, n_seqs, new_tokens)
+            lruns.append(fig["decode_tok_s"])
+            lpre.append(fig["prefill_s"])
+        out["results"].append({"engine": "llama.cpp", "decode_tok_s": statistics.median(lruns),
+                               "runs": [round(x, 1) for x in lruns], "prefill_s": statistics.median(lpre)})
+        out["ratio_vs_llama_cpp"] = out["results"][0]["decode_tok_s"] / out["results"][1]["decode_tok_s"]
+    return out
+
+
+def run_prefix(model_name: str, threads: int, prefix_len: int = 1000, repeats: int = 3) -> dict:
+    """A second request sharing a long prefix with the first: how much of its prefill is skipped."""
+    from ponder import Engine, SamplingParams
+
+    numba.set_num_threads(threads)
+    engine = Engine.from_pretrained(model_name, threads=threads)
+    out = _header("prefix", engine.model, threads)
+    rows = []
+    for r in range(repeats + 1):
+        prefix = speed.prompt_ids(engine.tokenizer, prefix_len, 200 + r)
+        first, second = prefix + engine.tokenizer.encode(" Question one?"), prefix + engine.tokenizer.encode(" Two?")
+        p = SamplingParams(temperature=0, max_tokens=1)
+        t0 = time.perf_counter()
+        engine.generate(first, p)
+        t1 = time.perf_counter()
+        res = engine.generate(second, p)[0]
+        t2 = time.perf_counter()
+        if r:
+            rows.append({"cold_s": t1 - t0, "warm_s": t2 - t1, "prompt_tokens": res.usage["prompt_tokens"],
+                         "cached_tokens": res.usage["cached_tokens"]})
+    med = {k: statistics.median(row[k] for row in rows) for k in rows[0]}
+    out["results"] = [dict(med, skipped_fraction=med["cached_tokens"] / med["prompt_tokens"],
+                           speedup=med["cold_s"] / med["warm_s"])]
+    return out
+
+
 def run_kernels(model_name: str, threads: int, repeats: int) -> dict:
     """Each distinct weight matrix of the model through the quantized matmul, at 1 and 256 tokens."""
     from ponder.loading.model_files import load_model
@@ -96,7 +163,26 @@ def print_report(out: dict) -> None:
     console = Console()
     console.print(f"[bold]ponder bench {out['benchmark']}[/bold]  {out['model']}  threads={out['threads']}  "
                   f"{out['cpu']}  {out['date']}")
-    console.print(f"memory read bandwidth (measured): {out['memory_bandwidth_GBs']:.1f} GB/s")
+    if "memory_bandwidth_GBs" in out:
+        console.print(f"memory read bandwidth (measured): {out['memory_bandwidth_GBs']:.1f} GB/s")
+    if out["benchmark"] == "parallel":
+        console.print(f"{out['n_seqs']} samples of one {out['prompt_tokens']}-token prompt, "
+                      f"{out['new_tokens']} new tokens each")
+        table = Table()
+        for col in ("engine", "aggregate decode tok/s (median)", "prefill s", "runs"):
+            table.add_column(col, justify="right")
+        for r in out["results"]:
+            table.add_row(r["engine"], f"{r['decode_tok_s']:.1f}", f"{r['prefill_s']:.2f}", " ".join(map(str, r["runs"])))
+        console.print(table)
+        if "ratio_vs_llama_cpp" in out:
+            console.print(f"[bold]ponder / llama.cpp = {out['ratio_vs_llama_cpp']:.2f}×[/bold]")
+        return
+    if out["benchmark"] == "prefix":
+        r = out["results"][0]
+        console.print(f"second request: {r['cached_tokens']:.0f} of {r['prompt_tokens']:.0f} prompt tokens from the "
+                      f"prefix cache ({100 * r['skipped_fraction']:.1f}% of prefill skipped); "
+                      f"prefill {r['cold_s']:.3f} s cold, {r['warm_s']:.3f} s warm ({r['speedup']:.1f}× faster)")
+        return
     if out["benchmark"] == "kernels":
         table = Table()
         for col in ("matrix", "tokens", "µs", "GOP/s", "GB/s of weights"):

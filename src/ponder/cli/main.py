@@ -1,4 +1,4 @@
-"""`ponder` subcommands: pull, models, generate (and more as the layers below grow).
+"""`ponder` subcommands: pull, models, generate, verify, bench, run, runs, report.
 
 Errors a user can fix (PonderError) are printed as one line, without a traceback.
 """
@@ -81,6 +81,12 @@ def _cmd_bench(args) -> int:
 
     if args.kind == "kernels":
         out = suite.run_kernels(args.model, args.threads, args.repeats)
+    elif args.kind == "parallel":
+        out = suite.run_parallel(args.model, args.threads, args.vs, args.samples, args.prompt_tokens,
+                                 args.tokens or 256, args.repeats)
+    elif args.kind == "prefix":
+        out = suite.run_prefix(args.model, args.threads, args.prompt_tokens if args.prompt_tokens != 256 else 1000,
+                               args.repeats)
     else:
         tokens = args.tokens or (256 if args.kind == "prefill" else 64)
         out = suite.run_speed(args.kind, args.model, args.threads, args.vs, tokens, args.repeats)
@@ -88,6 +94,94 @@ def _cmd_bench(args) -> int:
         print(json.dumps(out))
     else:
         suite.print_report(out)
+    return 0
+
+
+def _run_config(args):
+    from dataclasses import fields
+
+    from ponder.runner import RunConfig
+    from ponder.strategies import Options
+
+    given = {f.name: getattr(args, f.name) for f in fields(Options) if getattr(args, f.name, None) is not None}
+    options = Options(**given).to_dict()
+    return RunConfig(suite=args.suite, difficulty=args.difficulty, problems=args.problems, strategy=args.strategy,
+                     seed=args.seed, model=args.model, number_format=args.number_format,
+                     prompt_style=args.prompt_style, categories=args.categories.split(",") if args.categories else [],
+                     on_error=args.on_error, checker=args.checker, scorer=args.scorer, options=options)
+
+
+def _cmd_run(args) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ponder import Engine
+    from ponder.report import summary_table
+    from ponder.runner import Interrupted, RunConfig, execute, prepare
+    from ponder.store import RunStore
+    from ponder.strategies import EngineBackend
+
+    err = Console(stderr=True)
+    store = RunStore(args.store)
+    if args.resume is not None:
+        config = RunConfig.from_dict(store.run(args.resume)["config"])
+    else:
+        config = _run_config(args)
+    _, warnings, _ = prepare(config)  # bad input fails here, before the model loads
+    for w in warnings:
+        err.print(f"[yellow]warning:[/] {w}", highlight=False)
+    engine = Engine.from_pretrained(config.model, threads=args.threads)
+    backend = EngineBackend(engine)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("acc {task.fields[acc]}"), TextColumn("{task.fields[tps]} tok/s"), TimeElapsedColumn())
+    with Progress(*columns, console=err, disable=args.no_progress) as progress:
+        task = progress.add_task(f"{config.strategy} on {config.suite}", total=None, acc="-", tps="-")
+
+        def on_progress(done, total, stats):
+            acc = f"{100 * stats['score'] / done:.1f}%" if done else "-"
+            tps = f"{stats['generated'] / stats['wall']:.1f}" if stats["wall"] else "-"
+            progress.update(task, completed=done, total=total, acc=acc, tps=tps)
+
+        try:
+            run_id = execute(config, backend, store, run_id=args.resume, on_progress=on_progress)
+        except Interrupted as e:
+            progress.stop()
+            err.print(f"ponder: {e}", highlight=False)
+            return 130
+    summary = store.summary(run_id)
+    Console().print(summary_table([summary], title=f"run {run_id}: {config.suite} d{config.difficulty}, "
+                                                   f"{config.model}, seed {config.seed}"))
+    return 0
+
+
+def _cmd_runs(args) -> int:
+    from rich.console import Console
+
+    from ponder.report import runs_table
+    from ponder.store import RunStore
+
+    store = RunStore(args.store)
+    runs = store.runs()
+    if args.json:
+        print(json.dumps(runs, default=str))
+    elif not runs:
+        print(f"no runs yet in {store.path} (start one with `ponder run`)")
+    else:
+        Console().print(runs_table(runs))
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from rich.console import Console
+
+    from ponder.report import plot_runs, summary_table
+    from ponder.store import RunStore
+
+    store = RunStore(args.store)
+    summaries = [store.summary(r) for r in args.runs]
+    Console().print(summary_table(summaries))
+    out = args.out or f"ponder-report-{'-'.join(map(str, args.runs))}.png"
+    print(f"wrote {plot_runs(summaries, out)}")
     return 0
 
 
@@ -128,15 +222,72 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_verify)
 
     p = sub.add_parser("bench", help="measure speed against llama.cpp and the machine's limits")
-    p.add_argument("kind", choices=["kernels", "decode", "prefill"])
+    p.add_argument("kind", choices=["kernels", "decode", "prefill", "parallel", "prefix"])
     p.add_argument("-m", "--model", default=DEFAULT_MODEL)
     p.add_argument("--vs", choices=["llama.cpp"], default=None, help="also run llama.cpp (pip install 'ponder[bench]')")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--tokens", type=int, default=None, help="tokens to decode (64) or prompt length to prefill (256)")
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--samples", type=int, default=16, help="parallel: samples of the one prompt")
+    p.add_argument("--prompt-tokens", type=int, default=256, help="parallel: prompt length; prefix: shared prefix (1000)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("run", help="solve a suite of checkable problems with a test-time strategy")
+    _add_run_args(p)
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("runs", help="list the stored runs")
+    p.add_argument("--store", default=None, help="results file (default $PONDER_HOME/runs.sqlite)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_runs)
+
+    p = sub.add_parser("report", help="compare runs: a table and a PNG of accuracy against generated tokens")
+    p.add_argument("runs", nargs="+", type=int, metavar="RUN")
+    p.add_argument("-o", "--out", default=None, help="PNG path (default ponder-report-RUNS.png)")
+    p.add_argument("--store", default=None, help="results file (default $PONDER_HOME/runs.sqlite)")
+    p.set_defaults(func=_cmd_report)
     return parser
+
+
+def _add_run_args(p) -> None:
+    from ponder.loading.registry import DEFAULT_MODEL
+    from ponder.strategies import STRATEGIES
+    from ponder.tasks import PROMPT_STYLES, SUITES
+
+    p.add_argument("--suite", default="arithmetic", help=f"{', '.join(SUITES)}, or a path to a .jsonl file")
+    p.add_argument("--difficulty", type=int, default=1, help="digits (arithmetic) or size (algorithmic)")
+    p.add_argument("--problems", type=int, default=50)
+    p.add_argument("--categories", default=None, help="comma-separated subset, e.g. add,mul")
+    p.add_argument("--strategy", default="greedy", help=", ".join(STRATEGIES))
+    p.add_argument("--samples", type=int, default=None, help="N samples (k for short-m@k, the cap for adaptive)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-m", "--model", default=DEFAULT_MODEL)
+    p.add_argument("--number-format", choices=["plain", "commas"], default="plain")
+    p.add_argument("--prompt-style", choices=list(PROMPT_STYLES), default="direct")
+    p.add_argument("--checker", default=None, help="override the answer kind: number, list, text, latex")
+    p.add_argument("--on-error", choices=["stop", "skip"], default="stop", help="bad JSONL lines")
+    p.add_argument("--temperature", type=float, default=None, help="sampling temperature (default 0.7)")
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--min-p", type=float, default=None)
+    p.add_argument("--max-tokens", type=int, default=None, help="per answer (default 128)")
+    p.add_argument("--batch", type=int, default=None, help="adaptive-majority: samples per round (2)")
+    p.add_argument("--confidence", type=float, default=None, help="adaptive-majority: stop at this posterior (0.95)")
+    p.add_argument("--m", type=int, default=None, help="short-m@k: vote among the first m to finish (3)")
+    p.add_argument("--chunk", type=int, default=None, help="short-m@k: tokens per lockstep round (8)")
+    p.add_argument("--select", choices=["oracle", "logprob", "weighted"], default=None, help="best-of-n selector")
+    p.add_argument("--beam-width", type=int, default=None)
+    p.add_argument("--expand", type=int, default=None, help="beam: candidates per beam and step (3)")
+    p.add_argument("--probe-tokens", type=int, default=None, help="beam: tokens before early rejection (6)")
+    p.add_argument("--keep", type=float, default=None, help="beam: fraction of probed candidates kept (0.5)")
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--step-tokens", type=int, default=None)
+    p.add_argument("--scorer", default=None, help="beam: MODULE:FUNCTION(question, partial) -> score")
+    p.add_argument("--resume", type=int, default=None, metavar="RUN_ID", help="continue an interrupted run")
+    p.add_argument("--store", default=None, help="results file (default $PONDER_HOME/runs.sqlite)")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--no-progress", action="store_true")
 
 
 def main(argv: list[str] | None = None) -> int:
