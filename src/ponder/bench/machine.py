@@ -69,3 +69,12 @@ def peak_ops(threads: int) -> dict:
     hz = info["mhz"] * 1e6
     fp32 = threads * hz * 32
     return {"fp32_flops": fp32, "int8_ops": fp32 * (4 if info["vnni"] else 2)}
+
+
+def resident_bytes() -> int:
+    """This process's resident set size (Linux), 0 where it cannot be read."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return 0

@@ -22,9 +22,15 @@ def run_speed(kind: str, model_name: str, threads: int, vs: str | None, tokens: 
     from ponder import Engine
 
     numba.set_num_threads(threads)
+    before = machine.resident_bytes()
     engine = Engine.from_pretrained(model_name, threads=threads)
+    model_rss = machine.resident_bytes() - before
     model, cfg = engine.model, engine.config
     out = _header(kind, model, threads)
+    import os
+
+    out["model_resident_MB"] = model_rss / 1e6
+    out["model_file_MB"] = os.path.getsize(model.path) / 1e6 if os.path.isfile(model.path) else None
     bw = machine.memory_bandwidth(threads)
     peaks = machine.peak_ops(threads)
     weight_bytes = engine.runner.nbytes()
@@ -191,6 +197,9 @@ def print_report(out: dict) -> None:
             table.add_row(r["matrix"], str(r["tokens"]), f"{r['us']:.0f}", f"{r['GOP_s']:.1f}", f"{r['GB_s']:.1f}")
         console.print(table)
         return
+    if out.get("model_file_MB"):
+        console.print(f"model resident memory: {out['model_resident_MB']:.0f} MB for a {out['model_file_MB']:.0f} MB file "
+                      f"({out['model_resident_MB'] / out['model_file_MB']:.2f}×)")
     limit_name = "bandwidth limit" if out["benchmark"] == "decode" else "int8 peak"
     console.print(f"{limit_name}: {out['limit_tok_s']:.0f} tok/s  (weights {out['weight_bytes_per_token'] / 1e6:.1f} MB/token, "
                   f"{out['matmul_flop_per_token'] / 1e6:.0f} MFLOP/token; peaks fp32 {out['peak_fp32_GFLOPs']:.0f} GFLOP/s, "

@@ -14,9 +14,25 @@ free list is empty.
 
 from __future__ import annotations
 
+import mmap
+
 import numpy as np
 
 from ponder.errors import PonderError
+
+
+def _lazy_zeros(shape) -> np.ndarray:
+    """A float32 array whose memory is committed page by page as it is written.
+
+    A sequence's blocks are scattered over the layers' slices of the pool, so with
+    transparent huge pages each first write would commit 2 MB; 4 KB pages keep a
+    large, mostly empty pool cheap.
+    """
+    size = int(np.prod(shape)) * 4
+    buf = mmap.mmap(-1, max(size, 1), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    if hasattr(mmap, "MADV_NOHUGEPAGE"):
+        buf.madvise(mmap.MADV_NOHUGEPAGE)
+    return np.frombuffer(buf, np.float32, count=int(np.prod(shape))).reshape(shape)
 
 
 class KVPoolFullError(PonderError):
@@ -28,10 +44,9 @@ class KVCache:
     def __init__(self, n_layers: int, n_kv_heads: int, head_dim: int, num_blocks: int, block_size: int = 16):
         self.block_size = block_size
         self.num_blocks = num_blocks
-        # keys transposed within a block (see kernels/attention.py); np.zeros maps untouched
-        # pages lazily, so a large pool costs memory only as it fills
-        self.k = np.zeros((n_layers, num_blocks, n_kv_heads, head_dim, block_size), np.float32)
-        self.v = np.zeros((n_layers, num_blocks, n_kv_heads, block_size, head_dim), np.float32)
+        # keys transposed within a block (see kernels/attention.py)
+        self.k = _lazy_zeros((n_layers, num_blocks, n_kv_heads, head_dim, block_size))
+        self.v = _lazy_zeros((n_layers, num_blocks, n_kv_heads, block_size, head_dim))
         self.ref_count = np.zeros(num_blocks, np.int32)
         self.cached = np.zeros(num_blocks, bool)  # held by the prefix cache
         self.num_evictable = 0  # cached blocks nobody else references

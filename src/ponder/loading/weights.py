@@ -7,6 +7,7 @@ the reference forward dequantizes on demand and the fast path repacks.
 
 from __future__ import annotations
 
+import mmap
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -90,6 +91,23 @@ class ModelWeights:
             total += sum(m.nbytes for m in layer.matrices().values())
             total += layer.attn_norm.nbytes + layer.ffn_norm.nbytes
         return total
+
+    def release_pages(self) -> None:
+        """Drop the file pages read so far from memory (they are clean: the OS rereads on demand).
+
+        After the fast path has repacked the matrices, only embedding rows are read
+        from the file, a few at a time; keeping the whole file resident would double
+        the model's memory.
+        """
+        seen = set()
+        for t in [self.embed, self.output] + [m for layer in self.layers for m in layer.matrices().values()]:
+            base = t.data
+            while base is not None and not hasattr(base, "_mmap"):
+                base = getattr(base, "base", None)
+            handle = getattr(base, "_mmap", None)
+            if handle is not None and id(handle) not in seen and hasattr(mmap, "MADV_DONTNEED"):
+                seen.add(id(handle))
+                handle.madvise(mmap.MADV_DONTNEED)
 
     def validate(self) -> None:
         """Check every tensor's shape against the config; name the first that disagrees."""

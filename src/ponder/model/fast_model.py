@@ -76,6 +76,7 @@ class FastModel:
         self.output = make_linear(weights.output)
         self.final_norm = weights.final_norm.astype(np.float32)
         self.cos, self.sin = ops.rope_tables(c.rope_theta, c.head_dim, c.context_length)
+        weights.release_pages()  # the packed copies are what run now
         self.scale = np.float32(1.0 / np.sqrt(c.head_dim))
 
     def nbytes(self) -> int:
