@@ -97,6 +97,13 @@ def _cmd_bench(args) -> int:
     return 0
 
 
+def _wide_console():
+    from rich.console import Console
+
+    # tables of results stay whole when piped to a file, instead of wrapping at 80 columns
+    return Console() if sys.stdout.isatty() else Console(width=200)
+
+
 def _run_config(args):
     from dataclasses import fields
 
@@ -149,14 +156,12 @@ def _cmd_run(args) -> int:
             err.print(f"ponder: {e}", highlight=False)
             return 130
     summary = store.summary(run_id)
-    Console().print(summary_table([summary], title=f"run {run_id}: {config.suite} d{config.difficulty}, "
+    _wide_console().print(summary_table([summary], title=f"run {run_id}: {config.suite} d{config.difficulty}, "
                                                    f"{config.model}, seed {config.seed}"))
     return 0
 
 
 def _cmd_runs(args) -> int:
-    from rich.console import Console
-
     from ponder.report import runs_table
     from ponder.store import RunStore
 
@@ -167,22 +172,27 @@ def _cmd_runs(args) -> int:
     elif not runs:
         print(f"no runs yet in {store.path} (start one with `ponder run`)")
     else:
-        Console().print(runs_table(runs))
+        _wide_console().print(runs_table(runs))
     return 0
 
 
 def _cmd_report(args) -> int:
-    from rich.console import Console
-
     from ponder.report import plot_runs, summary_table
     from ponder.store import RunStore
 
     store = RunStore(args.store)
     summaries = [store.summary(r) for r in args.runs]
-    Console().print(summary_table(summaries))
+    _wide_console().print(summary_table(summaries))
     out = args.out or f"ponder-report-{'-'.join(map(str, args.runs))}.png"
     print(f"wrote {plot_runs(summaries, out)}")
     return 0
+
+
+def _cmd_serve(args) -> int:
+    from ponder.server.serve import serve
+
+    return serve(args.model, host=args.host, port=args.port, api_key=args.api_key, max_queue=args.max_queue,
+                 threads=args.threads)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -220,6 +230,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--trace", type=int, default=5, help="show the logprob trace of the last N positions")
     p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser("serve", help="serve the OpenAI-compatible HTTP API (completions, chat, tokenizer)")
+    p.add_argument("-m", "--model", default=DEFAULT_MODEL, help="model name or path (.gguf or checkpoint dir)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key", default=None, help="require Authorization: Bearer KEY (default: no key)")
+    p.add_argument("--max-queue", type=int, default=256,
+                   help="prompts held at once, running or waiting; more get 429 (default 256)")
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("bench", help="measure speed against llama.cpp and the machine's limits")
     p.add_argument("kind", choices=["kernels", "decode", "prefill", "parallel", "prefix"])

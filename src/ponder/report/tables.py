@@ -1,0 +1,51 @@
+"""Rich tables: the list of runs, and the summary of one or more runs side by side."""
+
+from __future__ import annotations
+
+import time
+
+from rich.table import Table
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def _label(run: dict) -> str:
+    c = run["config"]
+    n = c.get("options", {}).get("samples")
+    extra = f" n={n}" if n and run["strategy"] not in ("greedy",) else ""
+    return f"{run['strategy']}{extra}"
+
+
+def _task(run: dict) -> str:
+    c = run["config"]
+    return f"{run['suite']} d{run['difficulty']}" if run["difficulty"] is not None and "/" not in run["suite"] \
+        and not run["suite"].endswith(".jsonl") else run["suite"]
+
+
+def runs_table(runs: list[dict]) -> Table:
+    t = Table(title="runs")
+    for col in ("id", "when", "status", "task", "strategy", "model", "done", "accuracy", "coverage", "gen tokens"):
+        t.add_column(col, justify="right" if col in ("id", "done", "accuracy", "coverage", "gen tokens") else "left")
+    for r in runs:
+        t.add_row(str(r["id"]), time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created"])), r["status"], _task(r),
+                  _label(r), r["model"], f"{r['done']}/{r['n_problems']}", _pct(r["accuracy"]), _pct(r["coverage"]),
+                  str(r["generated_tokens"]))
+    return t
+
+
+def summary_table(summaries: list[dict], title: str = "results") -> Table:
+    t = Table(title=title)
+    cols = ("run", "task", "strategy", "problems", "accuracy", "coverage", "gen tokens", "tokens/problem",
+            "saved by reuse", "wall", "tokens/s")
+    for col in cols:
+        t.add_column(col, justify="left" if col in ("task", "strategy") else "right")
+    for s in summaries:
+        done = s["done"] or 0
+        wall = s["wall_s"] or 0.0
+        t.add_row(str(s["id"]), _task(s), _label(s), f"{done}/{s['n_problems']}", _pct(s["accuracy"]),
+                  _pct(s["coverage"]), str(s["generated_tokens"]),
+                  f"{s['generated_tokens'] / done:.1f}" if done else "-",
+                  str(s["saved_tokens"]), f"{wall:.1f}s", f"{s['generated_tokens'] / wall:.1f}" if wall else "-")
+    return t

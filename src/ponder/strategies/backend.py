@@ -1,0 +1,191 @@
+"""Backend: the few model operations strategies need, so they run on any server.
+
+Strategies work in token ids: a prompt is rendered once, and forking a partial solution is
+submitting prompt ids + partial output ids as a new prompt (the engine's prefix cache reuses
+all of it).  `EngineBackend` wraps the in-process Engine; an HTTP backend only has to
+implement the same methods.  Every call adds to `usage`, the compute ledger of the run.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field, fields
+
+from ponder.engine.sampling_params import SamplingParams
+
+
+@dataclass
+class Usage:
+    """Tokens spent.  Reuse is counted two ways: prompt tokens found in the prefix cache, and
+    prompt tokens shared by the n - 1 samples forked from one prefill."""
+
+    requests: int = 0
+    prompt_tokens: int = 0  # per request, counted once however many samples it has
+    cached_tokens: int = 0  # of prompt_tokens, not recomputed (prefix cache)
+    forked_tokens: int = 0  # prompt tokens the forked samples did not prefill again
+    generated_tokens: int = 0
+    estimated: bool = False  # cached_tokens is our estimate, the backend did not report it
+
+    @property
+    def saved_tokens(self) -> int:
+        return self.cached_tokens + self.forked_tokens
+
+    @property
+    def computed_tokens(self) -> int:
+        """Tokens the model actually ran: prefill not served from cache, plus generation."""
+        return self.prompt_tokens - self.cached_tokens + self.generated_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        out = Usage(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self) if f.name != "estimated"})
+        out.estimated = self.estimated or other.estimated
+        return out
+
+    def __sub__(self, other: Usage) -> Usage:
+        out = Usage(**{f.name: getattr(self, f.name) - getattr(other, f.name) for f in fields(self) if f.name != "estimated"})
+        out.estimated = self.estimated
+        return out
+
+    def to_dict(self) -> dict:
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["saved_tokens"] = self.saved_tokens
+        return d
+
+
+@dataclass
+class Sample:
+    token_ids: list[int]  # generated ids, without a final end-of-sequence token
+    text: str
+    logprobs: list[float]  # the model's own log-probability of each of token_ids
+    finish_reason: str  # "eos": the model ended its answer; "stop": a stop string; "length"
+    generated: int = 0  # tokens generated, including a final end-of-sequence token
+
+    @property
+    def ended(self) -> bool:
+        return self.finish_reason == "eos"
+
+
+@dataclass
+class Generation:
+    prompt_ids: list[int]
+    samples: list[Sample]
+    usage: Usage = field(default_factory=Usage)
+
+
+class Backend(ABC):
+    """What a strategy may ask of a model."""
+
+    def __init__(self):
+        self.usage = Usage()
+
+    @abstractmethod
+    def model_info(self) -> dict:
+        """{"name": ..., "sha256": ...} identifying the weights, for the results store."""
+
+    @abstractmethod
+    def encode_chat(self, messages: list[dict]) -> list[int]:
+        """The prompt ids of a chat, rendered with the model's template, ready for the answer."""
+
+    @abstractmethod
+    def decode(self, token_ids: list[int]) -> str: ...
+
+    @abstractmethod
+    def generate(self, prompts: list[list[int]], params: SamplingParams | list[SamplingParams]) -> list[Generation]:
+        """One Generation per prompt, each with params.n samples; adds to self.usage.
+
+        `params` is one SamplingParams for all prompts or one per prompt (e.g. per-sample seeds);
+        the prompts are decoded together as one batch."""
+
+    def score(self, tokens: list[int], start: int) -> list[float]:
+        """Log-probability of each of tokens[start:] given what precedes it (teacher forcing)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot score text")
+
+    def warm(self, prompt_ids: list[int]) -> None:
+        """Prefill a prompt into the prefix cache before several requests share it (optional)."""
+
+
+class EngineBackend(Backend):
+    """The in-process ponder Engine."""
+
+    _RECENT = 512  # sequences remembered to estimate prefix reuse when the engine does not report it
+
+    def __init__(self, engine):
+        super().__init__()
+        self.engine = engine
+        self._recent: list[tuple[int, ...]] = []
+        self._info = None
+
+    def model_info(self) -> dict:
+        if self._info is None:
+            m = self.engine.model
+            self._info = {"name": m.name, "path": m.path, "sha256": m.sha256()}
+        return self._info
+
+    def encode_chat(self, messages):
+        tok = self.engine.tokenizer
+        return tok.encode(tok.apply_chat_template(messages))
+
+    def decode(self, token_ids):
+        return self.engine.tokenizer.decode(token_ids)
+
+    def warm(self, prompt_ids):
+        # scoring computes every prompt position and leaves the blocks in the prefix cache
+        if len(prompt_ids) > 1:
+            self.engine.score(list(prompt_ids), start=len(prompt_ids))
+            self._remember(prompt_ids)
+            self.usage.prompt_tokens += len(prompt_ids)
+            self.usage.requests += 1
+
+    def score(self, tokens, start):
+        out = self.engine.score(list(tokens), start=start)
+        self.usage.prompt_tokens += len(tokens)
+        return [r["logprob"] for r in out]
+
+    def generate(self, prompts, params):
+        per = params if isinstance(params, list) else [params] * len(prompts)
+        ids = [self.engine.add_request(list(p), sp) for p, sp in zip(prompts, per)]
+        results = self.engine.run_until_done(ids)
+        gens = []
+        for prompt, sp, r in zip(prompts, per, results):
+            usage = self._usage(prompt, r)
+            self.usage = self.usage + usage
+            gens.append(Generation(list(r.prompt_token_ids), [self._sample(o, sp) for o in r.outputs], usage))
+        return gens
+
+    # -- internals ----------------------------------------------------------
+    def _sample(self, o, params) -> Sample:
+        ids, lps, reason = list(o.token_ids), list(o.logprobs), o.finish_reason
+        if reason == "stop" and ids and (ids[-1] in self.engine.tokenizer.eos_ids or ids[-1] in params.stop_token_ids):
+            ids, lps, reason = ids[:-1], lps[:-1], "eos"
+        return Sample(ids, o.text, lps, reason, generated=len(o.token_ids))
+
+    def _usage(self, prompt, r) -> Usage:
+        n = len(r.outputs)
+        generated = sum(len(o.token_ids) for o in r.outputs)
+        reported = getattr(r, "usage", None)
+        if isinstance(reported, dict) and "cached_tokens" in reported:
+            cached, estimated = int(reported["cached_tokens"]), False
+        else:
+            cached, estimated = self._estimate_cached(prompt), True
+        self._remember(prompt)
+        for o in r.outputs:
+            self._remember(list(prompt) + list(o.token_ids))
+        p = len(r.prompt_token_ids)
+        return Usage(requests=1, prompt_tokens=p, cached_tokens=min(cached, p - 1), forked_tokens=(n - 1) * p,
+                     generated_tokens=generated, estimated=estimated)
+
+    def _estimate_cached(self, prompt) -> int:
+        # the longest prefix shared with a sequence computed recently; the engine's cache is
+        # token-exact, so this is what it reuses unless it evicted it since
+        best = 0
+        for seq in self._recent:
+            n = min(len(seq), len(prompt))
+            i = 0
+            while i < n and seq[i] == prompt[i]:
+                i += 1
+            best = max(best, i)
+        return best
+
+    def _remember(self, seq) -> None:
+        self._recent.append(tuple(seq))
+        if len(self._recent) > self._RECENT:
+            del self._recent[: len(self._recent) - self._RECENT]
