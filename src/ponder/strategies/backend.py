@@ -106,12 +106,9 @@ class Backend(ABC):
 class EngineBackend(Backend):
     """The in-process ponder Engine."""
 
-    _RECENT = 512  # sequences remembered to estimate prefix reuse when the engine does not report it
-
     def __init__(self, engine):
         super().__init__()
         self.engine = engine
-        self._recent: list[tuple[int, ...]] = []
         self._info = None
 
     def model_info(self) -> dict:
@@ -131,7 +128,6 @@ class EngineBackend(Backend):
         # scoring computes every prompt position and leaves the blocks in the prefix cache
         if len(prompt_ids) > 1:
             self.engine.score(list(prompt_ids), start=len(prompt_ids))
-            self._remember(prompt_ids)
             self.usage.prompt_tokens += len(prompt_ids)
             self.usage.requests += 1
 
@@ -142,50 +138,40 @@ class EngineBackend(Backend):
 
     def generate(self, prompts, params):
         per = params if isinstance(params, list) else [params] * len(prompts)
-        ids = [self.engine.add_request(list(p), sp) for p, sp in zip(prompts, per)]
+        ids = []
+        try:
+            for p, sp in zip(prompts, per):
+                ids.append(self.engine.add_request(list(p), sp))
+        except Exception:
+            for rid in ids:  # a later prompt was rejected: do not leave the earlier ones running
+                self.engine.abort(rid)
+                self.engine.pop_result(rid)
+            raise
         results = self.engine.run_until_done(ids)
         gens = []
         for prompt, sp, r in zip(prompts, per, results):
-            usage = self._usage(prompt, r)
+            usage = usage_of(r.prompt_token_ids, [len(o.token_ids) for o in r.outputs], r.usage["cached_tokens"])
             self.usage = self.usage + usage
             gens.append(Generation(list(r.prompt_token_ids), [self._sample(o, sp) for o in r.outputs], usage))
         return gens
 
-    # -- internals ----------------------------------------------------------
     def _sample(self, o, params) -> Sample:
-        ids, lps, reason = list(o.token_ids), list(o.logprobs), o.finish_reason
-        if reason == "stop" and ids and (ids[-1] in self.engine.tokenizer.eos_ids or ids[-1] in params.stop_token_ids):
-            ids, lps, reason = ids[:-1], lps[:-1], "eos"
-        return Sample(ids, o.text, lps, reason, generated=len(o.token_ids))
+        return make_sample(list(o.token_ids), o.text, list(o.logprobs), o.finish_reason, params,
+                           self.engine.tokenizer.eos_ids)
 
-    def _usage(self, prompt, r) -> Usage:
-        n = len(r.outputs)
-        generated = sum(len(o.token_ids) for o in r.outputs)
-        reported = getattr(r, "usage", None)
-        if isinstance(reported, dict) and "cached_tokens" in reported:
-            cached, estimated = int(reported["cached_tokens"]), False
-        else:
-            cached, estimated = self._estimate_cached(prompt), True
-        self._remember(prompt)
-        for o in r.outputs:
-            self._remember(list(prompt) + list(o.token_ids))
-        p = len(r.prompt_token_ids)
-        return Usage(requests=1, prompt_tokens=p, cached_tokens=min(cached, p - 1), forked_tokens=(n - 1) * p,
-                     generated_tokens=generated, estimated=estimated)
 
-    def _estimate_cached(self, prompt) -> int:
-        # the longest prefix shared with a sequence computed recently; the engine's cache is
-        # token-exact, so this is what it reuses unless it evicted it since
-        best = 0
-        for seq in self._recent:
-            n = min(len(seq), len(prompt))
-            i = 0
-            while i < n and seq[i] == prompt[i]:
-                i += 1
-            best = max(best, i)
-        return best
+def make_sample(ids: list[int], text: str, logprobs: list[float], reason: str, params: SamplingParams,
+                eos_ids) -> Sample:
+    """A Sample from a backend's output: a final end-of-sequence token ends the answer ("eos")."""
+    generated = len(ids)
+    if reason == "stop" and ids and (ids[-1] in eos_ids or ids[-1] in params.stop_token_ids):
+        ids, logprobs, reason = ids[:-1], logprobs[:-1], "eos"
+    return Sample(ids, text, logprobs, reason, generated=generated)
 
-    def _remember(self, seq) -> None:
-        self._recent.append(tuple(seq))
-        if len(self._recent) > self._RECENT:
-            del self._recent[: len(self._recent) - self._RECENT]
+
+def usage_of(prompt_ids, generated: list[int], cached: int | None) -> Usage:
+    """One request's Usage; cached None means the backend did not say (counted as 0, marked estimated)."""
+    p = len(prompt_ids)
+    return Usage(requests=1, prompt_tokens=p, cached_tokens=min(cached or 0, p - 1),
+                 forked_tokens=(len(generated) - 1) * p, generated_tokens=sum(generated),
+                 estimated=cached is None)

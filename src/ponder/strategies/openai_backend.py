@@ -1,0 +1,167 @@
+"""OpenAIBackend: run the strategies against any OpenAI-compatible server.
+
+Works with ponder's own server, vLLM, SGLang and llama.cpp's server.  Strategies
+speak token ids, so:
+
+- prompts go to /v1/completions as token-id lists (the OpenAI spec allows them);
+- generated token ids come back with `return_tokens_as_token_ids` (vLLM, ponder),
+  or, where a server ignores it, by tokenizing the returned text (documented
+  fallback: exact for text that round-trips, which holds for byte-level BPE);
+- chats are rendered by the server's /tokenize with `messages` (vLLM, ponder), or
+  by a local tokenizer given with --tokenizer;
+- forking a partial solution is a new request whose prompt is prompt + partial
+  output, as with the local engine; a server with prefix caching (vLLM, SGLang,
+  ponder) then recomputes none of it, and reports the reuse in
+  usage.prompt_tokens_details.cached_tokens where it can;
+- scoring uses `echo` with `logprobs` and `max_tokens: 0` (vLLM, ponder; llama.cpp's
+  server cannot, so beam scoring by likelihood is unavailable there).
+
+Requests of one batch are sent concurrently, so the server batches them.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+from ponder.engine.sampling_params import SamplingParams
+from ponder.errors import PonderError
+from ponder.strategies.backend import Backend, Generation, make_sample, usage_of
+
+
+class OpenAIBackend(Backend):
+    def __init__(self, base_url: str, api_key: str | None = None, model: str | None = None,
+                 tokenizer=None, timeout: float = 600.0, concurrency: int = 32):
+        import httpx
+
+        super().__init__()
+        self.base_url = base_url.rstrip("/")
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+        self.root = self.base_url[:-3] if self.base_url.endswith("/v1") else self.base_url
+        self.tokenizer = tokenizer  # a ponder Tokenizer, when the server has no /tokenize for chats
+        self.pool = ThreadPoolExecutor(concurrency)
+        self.model = model or self._first_model()
+        self._fingerprint = None
+
+    # -- plumbing -------------------------------------------------------------
+    def _post(self, url: str, body: dict) -> dict:
+        import httpx
+
+        try:
+            r = self.http.post(url, json=body)
+        except httpx.HTTPError as e:
+            raise PonderError(f"cannot reach {self.base_url}: {e}") from None
+        if r.status_code >= 400:
+            try:
+                message = r.json()["error"]["message"]
+            except Exception:
+                message = r.text[:300]
+            raise PonderError(f"{url} answered {r.status_code}: {message}")
+        return r.json()
+
+    def _first_model(self) -> str:
+        import httpx
+
+        try:
+            data = self.http.get("/models").json()["data"]
+        except (httpx.HTTPError, KeyError, ValueError) as e:
+            raise PonderError(f"cannot list models at {self.base_url}/models: {e}") from None
+        if not data:
+            raise PonderError(f"{self.base_url} serves no models")
+        return data[0]["id"]
+
+    # -- Backend ----------------------------------------------------------------
+    def model_info(self) -> dict:
+        if self._fingerprint is None:
+            probe = self._post("/completions", {"model": self.model, "prompt": [1], "max_tokens": 1,
+                                                "temperature": 0})
+            self._fingerprint = probe.get("system_fingerprint") or ""
+        # ponder's fingerprint starts with the model file's sha256; others are opaque
+        fp = self._fingerprint
+        sha = fp.split("-")[0] if fp and len(fp.split("-")[0]) == 64 else None
+        return {"name": self.model, "path": self.base_url, "sha256": sha, "fingerprint": fp}
+
+    def encode_chat(self, messages):
+        if self.tokenizer is not None:
+            return self.tokenizer.encode(self.tokenizer.apply_chat_template(messages))
+        try:
+            out = self.http.post(self.root + "/tokenize", json={"model": self.model, "messages": messages,
+                                                               "add_generation_prompt": True})
+            if out.status_code < 400:
+                return list(out.json()["tokens"])
+        except Exception:
+            pass
+        raise PonderError(f"{self.root}/tokenize cannot render chats; give a local tokenizer (--tokenizer MODEL)")
+
+    def decode(self, token_ids):
+        if self.tokenizer is not None:
+            return self.tokenizer.decode(token_ids)
+        return self._post(self.root + "/detokenize", {"model": self.model, "tokens": list(token_ids)})["prompt"]
+
+    def _encode_text(self, text: str) -> list[int]:
+        if self.tokenizer is not None:
+            return self.tokenizer.encode(text, add_bos=False)
+        return list(self._post(self.root + "/tokenize", {"model": self.model, "prompt": text,
+                                                         "add_special_tokens": False})["tokens"])
+
+    def score(self, tokens, start):
+        out = self._post("/completions", {"model": self.model, "prompt": list(tokens), "echo": True, "logprobs": 0,
+                                          "max_tokens": 0, "temperature": 0})
+        lps = out["choices"][0]["logprobs"]["token_logprobs"]
+        self.usage.prompt_tokens += len(tokens)
+        return [float(x) for x in lps[start:len(tokens)]]
+
+    def generate(self, prompts, params):
+        per = params if isinstance(params, list) else [params] * len(prompts)
+        responses = list(self.pool.map(lambda a: self._complete(*a), zip(prompts, per)))
+        gens = []
+        for prompt, sp, resp in zip(prompts, per, responses):
+            samples = [self._sample(choice, sp) for choice in sorted(resp["choices"], key=lambda c: c["index"])]
+            details = (resp.get("usage") or {}).get("prompt_tokens_details") or {}
+            usage = usage_of(prompt, [s.generated for s in samples], details.get("cached_tokens"))
+            self.usage = self.usage + usage
+            gens.append(Generation(list(prompt), samples, usage))
+        return gens
+
+    def _complete(self, prompt: list[int], p: SamplingParams) -> dict:
+        body = {"model": self.model, "prompt": list(prompt), "n": p.n, "max_tokens": p.max_tokens,
+                "temperature": p.temperature, "top_p": p.top_p, "logprobs": 0, "return_tokens_as_token_ids": True}
+        if p.seed is not None:
+            body["seed"] = p.seed
+        if p.stop:
+            body["stop"] = list(p.stop)
+        if p.top_k:
+            body["top_k"] = p.top_k  # vLLM, SGLang, llama.cpp and ponder accept these extensions
+        if p.min_p:
+            body["min_p"] = p.min_p
+        if p.stop_token_ids:
+            body["stop_token_ids"] = list(p.stop_token_ids)
+        if p.ignore_eos:
+            body["ignore_eos"] = True
+        return self._post("/completions", body)
+
+    def _sample(self, choice: dict, params: SamplingParams):
+        lp = choice.get("logprobs") or {}
+        tokens = lp.get("tokens") or []
+        if tokens and all(isinstance(t, str) and t.startswith("token_id:") for t in tokens):
+            ids = [int(t.split(":", 1)[1]) for t in tokens]
+        else:  # the server ignored return_tokens_as_token_ids: recover ids from the text
+            ids = self._encode_text(choice["text"])
+        logprobs = [float(x) for x in (lp.get("token_logprobs") or [])]
+        reason = choice.get("finish_reason") or "length"
+        sample = make_sample(ids, choice["text"], logprobs, reason, params, self._eos_ids())
+        # vLLM and ponder say why they stopped: stop_reason None means the model's end-of-sequence
+        # token (which vLLM leaves out of the output, so make_sample could not see it)
+        if reason == "stop" and "stop_reason" in choice and choice["stop_reason"] is None:
+            sample.finish_reason = "eos"
+        return sample
+
+    def _eos_ids(self) -> set[int]:
+        if not hasattr(self, "_eos"):
+            self._eos = set(getattr(self.tokenizer, "eos_ids", ()) or ())
+            try:
+                info = self.http.get(self.root + "/tokenizer_info").json()
+                self._eos |= {int(t) for t in info.get("eos_token_ids") or []}
+            except Exception:
+                pass  # servers without /tokenizer_info: rely on stop_reason
+        return self._eos
