@@ -137,8 +137,19 @@ def _cmd_run(args) -> int:
     _, warnings, _ = prepare(config)  # bad input fails here, before the model loads
     for w in warnings:
         err.print(f"[yellow]warning:[/] {w}", highlight=False)
-    engine = Engine.from_pretrained(config.model, threads=args.threads)
-    backend = EngineBackend(engine)
+    if args.backend == "openai":
+        from ponder.strategies.openai_backend import OpenAIBackend
+
+        if not args.base_url:
+            raise PonderError("--backend openai needs --base-url (e.g. http://127.0.0.1:8000/v1)")
+        tokenizer = None
+        if args.tokenizer:
+            from ponder.loading.model_files import load_model
+
+            tokenizer = load_model(args.tokenizer).tokenizer
+        backend = OpenAIBackend(args.base_url, api_key=args.api_key, model=args.served_model, tokenizer=tokenizer)
+    else:
+        backend = EngineBackend(Engine.from_pretrained(config.model, threads=args.threads))
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("acc {task.fields[acc]}"), TextColumn("{task.fields[tps]} tok/s"), TimeElapsedColumn())
     with Progress(*columns, console=err, disable=args.no_progress) as progress:
@@ -276,6 +287,13 @@ def _add_run_args(p) -> None:
     from ponder.tasks import PROMPT_STYLES, SUITES
 
     p.add_argument("--suite", default="arithmetic", help=f"{', '.join(SUITES)}, or a path to a .jsonl file")
+    p.add_argument("--backend", choices=["local", "openai"], default="local",
+                   help="local: this machine's engine; openai: any OpenAI-compatible server (--base-url)")
+    p.add_argument("--base-url", default=None, help="openai backend: e.g. http://127.0.0.1:8000/v1")
+    p.add_argument("--api-key", default=None, help="openai backend: bearer token")
+    p.add_argument("--served-model", default=None, help="openai backend: model id (default: the server's first)")
+    p.add_argument("--tokenizer", default=None,
+                   help="openai backend: local model name/path whose tokenizer renders chats (default: server /tokenize)")
     p.add_argument("--difficulty", type=int, default=1, help="digits (arithmetic) or size (algorithmic)")
     p.add_argument("--problems", type=int, default=50)
     p.add_argument("--categories", default=None, help="comma-separated subset, e.g. add,mul")
