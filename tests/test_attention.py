@@ -1,5 +1,6 @@
 """Paged attention against a float64 reference, and shared-prefix grouping bit for bit."""
 
+import numba
 import numpy as np
 import pytest
 
@@ -8,7 +9,7 @@ from ponder.kernels import attention
 BS, D, KVH, G = 16, 64, 3, 3  # block size, head dim, kv heads, query heads per kv head
 
 
-def setup(ctx_lens, shared_prefix=0, seed=0):
+def setup(ctx_lens, shared_prefix=0, seed=0, d=D):
     """One sequence per context length; the first `shared_prefix` blocks are shared physical blocks."""
     rng = np.random.default_rng(seed)
     n = len(ctx_lens)
@@ -22,15 +23,16 @@ def setup(ctx_lens, shared_prefix=0, seed=0):
             else:
                 tables[s, b] = next_block
                 next_block += 1
-    k_pool = rng.standard_normal((next_block, KVH, D, BS)).astype(np.float32)
-    v_pool = rng.standard_normal((next_block, KVH, BS, D)).astype(np.float32)
-    q = rng.standard_normal((n, KVH * G, D)).astype(np.float32)
+    k_pool = rng.standard_normal((next_block, KVH, d, BS)).astype(np.float32)
+    v_pool = rng.standard_normal((next_block, KVH, BS, d)).astype(np.float32)
+    q = rng.standard_normal((n, KVH * G, d)).astype(np.float32)
     return q, k_pool, v_pool, tables, np.arange(n, dtype=np.int32), np.array(ctx_lens, np.int32)
 
 
-def run(q, k_pool, v_pool, tables, rows, ctx, groups):
-    out = np.zeros_like(q)
-    attention.paged_attention(q, k_pool, v_pool, tables, rows, ctx, np.float32(D ** -0.5), out, *groups)
+def run(q, k_pool, v_pool, tables, rows, ctx, groups, scalar=False):
+    out = np.full_like(q, np.nan)
+    attention.paged_attention(q, k_pool, v_pool, tables, rows, ctx, np.float32(q.shape[2] ** -0.5), out, *groups,
+                              scalar=scalar)
     return out
 
 
@@ -41,7 +43,7 @@ def reference(q, k_pool, v_pool, tables, rows, ctx):
         k = np.concatenate([k_pool[b].transpose(0, 2, 1) for b in blocks], axis=1)[:, : ctx[t]].astype(np.float64)
         v = np.concatenate([v_pool[b] for b in blocks], axis=1)[:, : ctx[t]].astype(np.float64)
         for h in range(q.shape[1]):
-            s = k[h // G] @ q[t, h] * D ** -0.5
+            s = k[h // G] @ q[t, h] * q.shape[2] ** -0.5
             p = np.exp(s - s.max())
             out[t, h] = p @ v[h // G] / p.sum()
     return out
@@ -72,3 +74,79 @@ def test_prefix_groups_split_by_first_block():
     starts, members, shared = attention.prefix_groups(tables, rows, np.array([40, 40, 40, 33], np.int32), 16,
                                                       max_group=2)
     assert list(shared) == [2, 2, 0] and list(members) == [0, 1, 3, 2]
+
+
+def prefill_chunk(start, n, d=D, seed=2):
+    """n tokens of one sequence at positions start..start+n-1 (causal), the cache holding start + n positions."""
+    rng = np.random.default_rng(seed)
+    nblocks = -(-(start + n) // BS)
+    tables = rng.permutation(nblocks + 3)[:nblocks].astype(np.int32)[None, :]  # scattered physical blocks
+    k_pool = rng.standard_normal((nblocks + 3, KVH, d, BS)).astype(np.float32)
+    v_pool = rng.standard_normal((nblocks + 3, KVH, BS, d)).astype(np.float32)
+    q = rng.standard_normal((n, KVH * G, d)).astype(np.float32)
+    ctx = (start + np.arange(n) + 1).astype(np.int32)
+    return q, k_pool, v_pool, tables, np.zeros(n, np.int32), ctx
+
+
+@pytest.mark.parametrize("start,n", [(0, 40), (37, 50), (256, 64)])
+def test_prefill_chunk_grouped_equals_singletons(start, n):
+    args = prefill_chunk(start, n)
+    single = run(*args, attention.singleton_groups(n))
+    for max_group in (2, 4, 8, n):  # n: the whole chunk as one Hydragen group
+        groups = attention.prefix_groups(args[3], args[4], args[5], BS, max_group=max_group)
+        np.testing.assert_array_equal(run(*args, groups), single)
+    np.testing.assert_allclose(single, reference(*args), rtol=1e-5, atol=1e-5)
+
+
+def test_token_bits_independent_of_batch():
+    args = prefill_chunk(100, 30)
+    full = run(*args, attention.singleton_groups(30))
+    q, k_pool, v_pool, tables, rows, ctx = args
+    for t in (0, 13, 29):  # each token alone in the call
+        alone = run(q[t:t + 1].copy(), k_pool, v_pool, tables, rows[t:t + 1], ctx[t:t + 1],
+                    attention.singleton_groups(1))
+        np.testing.assert_array_equal(alone[0], full[t])
+
+
+@pytest.mark.parametrize("d", [64, 128])
+def test_ir_kernel_equals_scalar_fold(d):
+    """The LLVM IR kernels and the scalar Numba fold run the same operations: same bits."""
+    ctx = [1, 15, 16, 17, 70, 75, 66, 90, 64, 81, 300]
+    args = setup(ctx, shared_prefix=1, seed=3, d=d)
+    for groups in (attention.singleton_groups(len(ctx)), attention.prefix_groups(args[3], args[4], args[5], BS)):
+        np.testing.assert_array_equal(run(*args, groups), run(*args, groups, scalar=True))
+    np.testing.assert_allclose(run(*args, attention.singleton_groups(len(ctx))), reference(*args),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_other_head_dim_uses_scalar_fold():
+    args = setup([5, 40, 33], d=32)
+    np.testing.assert_allclose(run(*args, attention.singleton_groups(3)), reference(*args), rtol=1e-5, atol=1e-5)
+
+
+def test_same_bits_with_one_or_two_threads():
+    args = prefill_chunk(20, 60)
+    groups = attention.prefix_groups(args[3], args[4], args[5], BS)
+    prev = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = run(*args, groups)
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        two = run(*args, groups)
+    finally:
+        numba.set_num_threads(prev)
+    np.testing.assert_array_equal(one, two)
+
+
+def test_positions_past_context_are_never_read():
+    """The unused slots of a sequence's last block may hold anything (here NaN)."""
+    ctx = [5, 21, 47]
+    q, k_pool, v_pool, tables, rows, ctx_a = setup(ctx, seed=4)
+    want = run(q, k_pool, v_pool, tables, rows, ctx_a, attention.singleton_groups(3))
+    for s, c in enumerate(ctx):
+        last = tables[s, (c - 1) // BS]
+        k_pool[last, :, :, c % BS or BS:] = np.nan
+        v_pool[last, :, c % BS or BS:, :] = np.nan
+    for scalar in (False, True):
+        got = run(q, k_pool, v_pool, tables, rows, ctx_a, attention.singleton_groups(3), scalar=scalar)
+        np.testing.assert_array_equal(got, want)
