@@ -51,8 +51,8 @@ def silu_mul(gate, up, out):
         for i in range(dim):
             g = gate[t, i]
             e = exp_neg(-abs(g))  # exp(-|g|): our exp, which vectorizes and is the same on every machine
-            sig = one / (one + e) if g >= 0 else e / (one + e)
-            out[t, i] = g * sig * up[t, i]
+            num = one if g >= 0 else e  # a select, not a branch, so the loop vectorizes
+            out[t, i] = g * (num / (one + e)) * up[t, i]
 
 
 def rope_tables(theta: float, head_dim: int, length: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,1 @@
+"""OpenAI-compatible HTTP server: `ponder serve` (see app.py for the routes, protocol.py for the fields)."""

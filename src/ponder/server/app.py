@@ -1,0 +1,588 @@
+"""The HTTP app: OpenAI-compatible routes on Starlette, fed to one engine thread.
+
+Routes: GET /v1/models, POST /v1/completions, POST /v1/chat/completions, GET /health,
+GET /metrics, and vLLM-style POST /tokenize, POST /detokenize, GET /tokenizer_info.
+
+Each HTTP request is parsed and validated here (protocol.py), its prompts are
+tokenized here, and then it becomes Jobs for the engine thread (engine_loop.py).
+Messages come back on one asyncio queue per HTTP request.  A client that goes
+away cancels its jobs (the engine aborts them and frees their KV blocks).  Every
+failure is answered with an OpenAI-style JSON error; internals are logged, never
+sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import os
+import time
+import uuid
+from collections import Counter
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from ponder.errors import ContextLengthError
+from ponder.server import metrics, protocol
+from ponder.server.detokenize import IncrementalDetokenizer, TokenStrings, token_offsets
+from ponder.server.engine_loop import EngineLoop, Job
+from ponder.server.protocol import APIError, api_error
+
+log = logging.getLogger("ponder.server")
+
+MAX_BODY = 16 << 20  # bytes of JSON per request
+
+
+def fingerprint(engine) -> str:
+    """What determines the outputs: the model file's sha256, ponder's version, the kernels' numerics.
+
+    "<sha256>-ponder<version>-kernels<version>-a<activation bits>"; the first field is the full
+    hash of the model file, so a client can tell exactly which weights answered.
+    """
+    from ponder import __version__, kernels
+
+    kernel = getattr(kernels, "KERNEL_VERSION", None) or getattr(kernels, "__version__", None) or __version__
+    bits = getattr(engine.runner, "bits", "?")
+    return f"{engine.model.sha256()}-ponder{__version__}-kernels{kernel}-a{bits}"
+
+
+class _Disconnected(Exception):
+    pass
+
+
+class _Run:
+    """The engine jobs of one HTTP request, and the queue their messages arrive on."""
+
+    def __init__(self, server: Server, request: Request):
+        self.server = server
+        self.request = request
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.loop = asyncio.get_running_loop()
+        self.open: dict = {}  # tag -> Job, until it is done
+        self._watcher = asyncio.ensure_future(self._watch())
+
+    async def _watch(self) -> None:
+        while True:
+            msg = await self.request.receive()
+            if msg["type"] == "http.disconnect":
+                self.queue.put_nowait((None, ("disconnect",)))
+                return
+
+    def submit(self, tag, kind: str, ids: list[int], params=None, top: int = 0) -> None:
+        loop, queue = self.loop, self.queue
+
+        def sink(msg, tag=tag):
+            loop.call_soon_threadsafe(queue.put_nowait, (tag, msg))
+
+        job = Job(kind, ids, sink, params, top)
+        self.open[tag] = job
+        self.server.engine_loop.submit(job)
+
+    async def next(self) -> tuple:
+        """(tag, message); raises _Disconnected when the client has gone, APIError on a job's error."""
+        tag, msg = await self.queue.get()
+        if msg[0] == "disconnect":
+            raise _Disconnected()
+        if msg[0] in ("done", "error"):
+            self.open.pop(tag, None)
+        if msg[0] == "error":
+            raise api_error(msg[1])
+        return tag, msg
+
+    def close(self) -> None:
+        """Cancel whatever has not finished (client gone, or another prompt's error)."""
+        self._watcher.cancel()
+        for job in self.open.values():
+            self.server.engine_loop.cancel(job)
+        self.open.clear()
+
+
+class _EventStream(StreamingResponse):
+    """A StreamingResponse that gives its queue slots back however it ends (even if never iterated)."""
+
+    def __init__(self, content, release, **kwargs):
+        super().__init__(content, **kwargs)
+        self._release = release
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()
+
+
+class Server:
+    def __init__(self, engine, model_name: str | None = None, api_key: str | None = None, max_queue: int = 256):
+        self.engine = engine
+        self.engine_loop = EngineLoop(engine)
+        self.tokenizer = engine.tokenizer
+        self.strings = TokenStrings(engine.tokenizer)
+        self.context_length = engine.config.context_length
+        self.vocab_size = engine.config.vocab_size
+        self.model_id = model_name or engine.model.name
+        path = engine.model.path.rstrip("/")
+        base = os.path.basename(path)
+        self.model_names = {self.model_id, engine.model.name, path, base, os.path.splitext(base)[0]}
+        self.api_key = api_key
+        self.max_queue = max_queue
+        self.fingerprint = fingerprint(engine)
+        self.created = int(time.time())
+        self.open = 0  # prompts admitted and not yet answered (touched only on the event loop)
+        self.http_status: Counter = Counter()
+        self.rejected = 0
+
+    # -- plumbing ----------------------------------------------------------------
+    def app(self) -> Starlette:
+        r = self._route
+        routes = [
+            Route("/v1/models", r(self.models), methods=["GET"]),
+            Route("/v1/models/{model:path}", r(self.model), methods=["GET"]),
+            Route("/v1/completions", r(self.completions), methods=["POST"]),
+            Route("/v1/chat/completions", r(self.chat), methods=["POST"]),
+            Route("/tokenize", r(self.tokenize), methods=["POST"]),
+            Route("/detokenize", r(self.detokenize), methods=["POST"]),
+            Route("/tokenizer_info", r(self.tokenizer_info), methods=["GET"]),
+            Route("/health", r(self.health, auth=False), methods=["GET"]),
+            Route("/metrics", r(self.metrics, auth=False), methods=["GET"]),
+        ]
+
+        async def http_error(request, exc: HTTPException):
+            self.http_status[exc.status_code] += 1
+            msg = "not found" if exc.status_code == 404 else (exc.detail or "error")
+            return JSONResponse(APIError(f"{msg}: {request.method} {request.url.path}", exc.status_code).body(),
+                                status_code=exc.status_code)
+
+        async def any_error(request, exc: Exception):  # the backstop; _route catches first
+            log.error("unhandled error", exc_info=exc)
+            return JSONResponse(api_error(exc).body(), status_code=500)
+
+        return Starlette(routes=routes, exception_handlers={HTTPException: http_error, Exception: any_error},
+                         lifespan=self._lifespan)
+
+    def _lifespan(self, app):
+        server = self
+
+        class _Ctx:
+            async def __aenter__(self):
+                server.engine_loop.start()
+
+            async def __aexit__(self, *exc):
+                server.engine_loop.stop()
+
+        return _Ctx()
+
+    def _route(self, handler, auth: bool = True):
+        async def endpoint(request: Request) -> Response:
+            try:
+                if auth:
+                    self._check_key(request)
+                response = await handler(request)
+            except Exception as e:  # every failure becomes a JSON error
+                err = api_error(e)
+                if err.status >= 500:
+                    log.error("error answering %s", request.url.path, exc_info=e)
+                if err.status == 429:
+                    self.rejected += 1
+                response = JSONResponse(err.body(), status_code=err.status)
+            self.http_status[response.status_code] += 1
+            return response
+
+        return endpoint
+
+    def _check_key(self, request: Request) -> None:
+        if not self.api_key:
+            return
+        given = request.headers.get("authorization", "")
+        token = given[7:].strip() if given.lower().startswith("bearer ") else ""
+        if not hmac.compare_digest(token.encode(), self.api_key.encode()):
+            raise APIError("invalid or missing API key (send Authorization: Bearer KEY)", 401, code="invalid_api_key")
+
+    async def _json(self, request: Request) -> dict:
+        body = await request.body()
+        if len(body) > MAX_BODY:
+            raise APIError(f"request body is larger than {MAX_BODY} bytes", 413, code="body_too_large")
+        try:
+            data = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise APIError(f"the body is not valid JSON: {e}", code="invalid_json") from None
+        if not isinstance(data, dict):
+            raise APIError("the body must be a JSON object", code="invalid_json")
+        return data
+
+    def _check_model(self, model: str | None) -> None:
+        if model is not None and model not in self.model_names:
+            raise APIError(f"the model {model!r} does not exist; this server serves {self.model_id!r}", 404,
+                           param="model", code="model_not_found")
+
+    def _encode(self, prompt) -> list[int]:
+        if isinstance(prompt, str):
+            return self.tokenizer.encode(prompt)
+        bad = [t for t in prompt if not 0 <= t < self.vocab_size]
+        if bad:
+            raise APIError(f"token id {bad[0]} is outside the vocabulary (0..{self.vocab_size - 1})", param="prompt",
+                           code="invalid_value")
+        return prompt
+
+    def _check_length(self, ids: list[int], generate: bool) -> None:
+        limit = self.context_length - 1 if generate else self.context_length
+        if len(ids) > limit:
+            raise ContextLengthError(f"the prompt is {len(ids)} tokens; the model's context window is "
+                                     f"{self.context_length}" + (", which leaves no room to generate" if generate
+                                                                 else ""))
+
+    def _admit(self, k: int):
+        """Hold k prompt slots; returns the (idempotent) function that gives them back."""
+        if self.open + k > self.max_queue:
+            raise APIError(f"the server is at capacity ({self.max_queue} prompts queued or running); retry later",
+                           429, code="queue_full")
+        self.open += k
+        held = [k]
+
+        def release():
+            self.open -= held.pop() if held else 0
+
+        return release
+
+    def _envelope(self, kind: str, rid: str, created: int) -> dict:
+        return {"id": rid, "object": kind, "created": created, "model": self.model_id,
+                "system_fingerprint": self.fingerprint}
+
+    def _usage(self, prompt_tokens: int, completion_tokens: int, cached: int) -> dict:
+        return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+                "prompt_tokens_details": {"cached_tokens": cached}}
+
+    # -- info routes ------------------------------------------------------------------
+    def _model_card(self) -> dict:
+        return {"id": self.model_id, "object": "model", "created": self.created, "owned_by": "ponder",
+                "max_model_len": self.context_length}
+
+    async def models(self, request: Request) -> Response:
+        return JSONResponse({"object": "list", "data": [self._model_card()]})
+
+    async def model(self, request: Request) -> Response:
+        self._check_model(request.path_params["model"])
+        return JSONResponse(self._model_card())
+
+    async def health(self, request: Request) -> Response:
+        if not self.engine_loop.is_alive():
+            return JSONResponse(APIError("the engine thread is not running", 503, code="engine_down").body(),
+                                status_code=503)
+        return JSONResponse({"status": "ok", "model": self.model_id})
+
+    async def metrics(self, request: Request) -> Response:
+        text = metrics.render(self.engine_loop.stats,
+                              {"open": self.open, "status": self.http_status, "rejected": self.rejected})
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+
+    # -- tokenizer routes (vLLM's shapes) ------------------------------------------------
+    async def tokenize(self, request: Request) -> Response:
+        body = await self._json(request)
+        self._check_model(body.get("model"))
+        add_special = body.get("add_special_tokens", True)
+        if not isinstance(add_special, bool):
+            raise APIError("add_special_tokens must be a boolean", param="add_special_tokens", code="invalid_type")
+        if "messages" in body:
+            add_gen = body.get("add_generation_prompt", True)
+            if not isinstance(add_gen, bool):
+                raise APIError("add_generation_prompt must be a boolean", param="add_generation_prompt",
+                               code="invalid_type")
+            messages = protocol.parse_messages(body["messages"])
+            text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=add_gen)
+            add_special = False  # the template already holds the special tokens
+        else:
+            text = body.get("prompt")
+            if not isinstance(text, str):
+                raise APIError("prompt must be a string (or send messages)", param="prompt", code="invalid_type")
+        ids = self.tokenizer.encode(text, add_bos=None if add_special else False)
+        out = {"count": len(ids), "max_model_len": self.context_length, "tokens": ids}
+        if body.get("return_token_strs"):
+            out["token_strs"] = [self.strings.text(t) for t in ids]
+        return JSONResponse(out)
+
+    async def detokenize(self, request: Request) -> Response:
+        body = await self._json(request)
+        self._check_model(body.get("model"))
+        ids = body.get("tokens")
+        if not (isinstance(ids, list) and all(protocol.is_int(t) for t in ids)):
+            raise APIError("tokens must be a list of token ids", param="tokens", code="invalid_type")
+        self._encode(ids) if ids else None  # range check
+        return JSONResponse({"prompt": self.tokenizer.decode(ids)})
+
+    async def tokenizer_info(self, request: Request) -> Response:
+        tok = self.tokenizer
+        eos = min(tok.eos_ids) if tok.eos_ids else None
+
+        def name(i):
+            return None if i is None else tok.hf.id_to_token(int(i))
+
+        return JSONResponse({
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            "eos_token": name(eos), "eos_token_ids": sorted(tok.eos_ids),
+            "bos_token": name(tok.bos_id), "pad_token": None, "add_bos_token": bool(tok.add_bos),
+            "chat_template": getattr(tok.template, "source", None),
+            "model_max_length": self.context_length, "vocab_size": tok.vocab_size,
+        })
+
+    # -- generation routes ----------------------------------------------------------------
+    async def completions(self, request: Request) -> Response:
+        req = protocol.parse_completion(await self._json(request), self.context_length)
+        self._check_model(req.model)
+        generate = req.max_tokens != 0
+        ids = [self._encode(p) for p in req.prompts]
+        for p in ids:
+            self._check_length(p, generate)
+        echo_texts = [p if isinstance(p, str) else self.tokenizer.decode(i) for p, i in zip(req.prompts, ids)]
+        release = self._admit(len(ids))
+        if req.stream:
+            return self._sse(self._stream(request, req, ids, echo_texts, release), release)
+        try:
+            return await self._complete(request, req, ids, echo_texts)
+        finally:
+            release()
+
+    async def chat(self, request: Request) -> Response:
+        req, messages, add_gen = protocol.parse_chat(await self._json(request), self.context_length)
+        self._check_model(req.model)
+        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=add_gen)
+        ids = [self.tokenizer.encode(text)]
+        self._check_length(ids[0], req.max_tokens != 0)
+        release = self._admit(1)
+        if req.stream:
+            return self._sse(self._stream(request, req, ids, [""], release), release)
+        try:
+            return await self._complete(request, req, ids, [""])
+        finally:
+            release()
+
+    def _sse(self, gen, release) -> StreamingResponse:
+        return _EventStream(gen, release, media_type="text/event-stream",
+                            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    def _submit_all(self, run: _Run, req, ids: list[list[int]], scores_first: bool) -> None:
+        want_scores = req.echo and req.logprobs is not None
+        for i, p in enumerate(ids):
+            if want_scores:
+                run.submit(("score", i), "score", p, top=req.logprobs)
+            if req.max_tokens != 0 and not (want_scores and scores_first):
+                run.submit(("gen", i), "generate", p, req.params)
+
+    async def _complete(self, request: Request, req, ids, echo_texts) -> Response:
+        run = _Run(self, request)
+        scores, results = {}, {}
+        try:
+            self._submit_all(run, req, ids, scores_first=False)
+            while run.open:
+                (what, i), msg = await run.next()
+                if msg[0] == "done":
+                    (scores if what == "score" else results)[i] = msg[1]
+        except _Disconnected:
+            return Response(status_code=499)  # nobody is listening
+        finally:
+            run.close()
+        created, n = int(time.time()), req.params.n
+        choices, completion_tokens, cached = [], 0, 0
+        for i, p in enumerate(ids):
+            res = results.get(i)
+            if res is not None:
+                completion_tokens += res.usage.get("completion_tokens", 0)
+                cached += res.usage.get("cached_tokens", 0)
+            for s in range(n):
+                out = res.outputs[s] if res is not None else None
+                choices.append(self._choice(req, p, echo_texts[i], scores.get(i), out, i * n + s))
+        usage = self._usage(sum(len(p) for p in ids), completion_tokens, cached)
+        if req.kind == "chat":
+            body = self._envelope("chat.completion", f"chatcmpl-{uuid.uuid4().hex}", created)
+        else:
+            body = self._envelope("text_completion", f"cmpl-{uuid.uuid4().hex}", created)
+        body.update(choices=choices, usage=usage)
+        return JSONResponse(body)
+
+    def _choice(self, req, prompt_ids, echo_text, score, out, index) -> dict:
+        finish = out.finish_reason if out is not None else "length"
+        why = self._stop_reason(out.token_ids, finish, req.params) if out is not None else None
+        if req.kind == "chat":
+            choice = {"index": index, "message": {"role": "assistant", "content": out.text if out else ""},
+                      "logprobs": None, "finish_reason": finish, "stop_reason": why}
+            if req.logprobs is not None and out is not None:
+                ids, lps, tops = self._shown(out, req.params.stop_token_ids)
+                choice["logprobs"] = {"content": self._chat_logprobs(req, ids, lps, tops)}
+            return choice
+        prefix = echo_text if req.echo else ""
+        text = prefix + (out.text if out is not None else "")
+        lp = None
+        if req.logprobs is not None:
+            lp = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+            if req.echo:
+                self._extend_legacy(req, lp, prompt_ids, [None] + [d["logprob"] for d in score],
+                                    [None] + [d["top_logprobs"] for d in score], 0)
+            if out is not None:
+                self._extend_legacy(req, lp, out.token_ids, out.logprobs, out.top_logprobs or [[]] * len(out.token_ids),
+                                    len(prefix))
+        return {"index": index, "text": text, "logprobs": lp, "finish_reason": finish, "stop_reason": why}
+
+    def _stop_reason(self, ids, finish: str, params) -> str | int | None:
+        """vLLM's stop_reason: the stop string or stop token id that ended the sample; None for EOS or length."""
+        if finish != "stop" or not ids:
+            return None
+        if ids[-1] in params.stop_token_ids:
+            return ids[-1]
+        if ids[-1] in self.tokenizer.eos_ids and not params.ignore_eos:
+            return None
+        text = self.tokenizer.decode(ids)
+        found = [(text.find(s), i) for i, s in enumerate(params.stop) if s and s in text]
+        return params.stop[min(found)[1]] if found else None
+
+    def _shown(self, out, stop_ids):
+        """Chat shows no stop token: drop a final EOS / stop_token_id (the text already omits it)."""
+        ids, lps, tops = out.token_ids, out.logprobs, out.top_logprobs
+        if out.finish_reason == "stop" and ids and (ids[-1] in self.tokenizer.eos_ids or ids[-1] in stop_ids):
+            ids, lps, tops = ids[:-1], lps[:-1], tops[:-1]
+        return ids, lps, tops
+
+    def _tok(self, req, token: int) -> str:
+        return f"token_id:{token}" if req.token_ids_as_tokens else self.strings.text(token)
+
+    def _top_dict(self, req, token: int, logprob: float, top) -> dict:
+        """The top alternatives as {token: logprob}, and the chosen token (vLLM's shape: k or k + 1 entries)."""
+        d = {}
+        for t, lp in top or ():
+            d.setdefault(self._tok(req, t), lp)
+        d.setdefault(self._tok(req, token), logprob)
+        return d
+
+    def _extend_legacy(self, req, lp: dict, ids, logprobs, tops, start: int) -> None:
+        lp["tokens"] += [self._tok(req, t) for t in ids]
+        lp["token_logprobs"] += list(logprobs)
+        lp["top_logprobs"] += [None if x is None else self._top_dict(req, t, x, top)
+                               for t, x, top in zip(ids, logprobs, tops)]
+        lp["text_offset"] += token_offsets(self.tokenizer, list(ids), start)
+
+    def _chat_logprobs(self, req, ids, lps, tops) -> list[dict]:
+        b = self.strings.bytes
+        out = []
+        for t, x, top in zip(ids, lps, tops if tops else [[]] * len(ids)):
+            out.append({"token": self._tok(req, t), "logprob": x, "bytes": b(t),
+                        "top_logprobs": [{"token": self._tok(req, a), "logprob": y, "bytes": b(a)}
+                                         for a, y in (top or [])[:req.logprobs]]})
+        return out
+
+    # -- streaming ---------------------------------------------------------------------
+    async def _stream(self, request: Request, req, ids, echo_texts, release):
+        """Server-sent events for /v1/completions or /v1/chat/completions (admission already counted)."""
+        chat = req.kind == "chat"
+        rid = f"chatcmpl-{uuid.uuid4().hex}" if chat else f"cmpl-{uuid.uuid4().hex}"
+        created, n = int(time.time()), req.params.n
+        env = self._envelope("chat.completion.chunk" if chat else "text_completion", rid, created)
+        eos, stop_ids = self.tokenizer.eos_ids, set(req.params.stop_token_ids)
+        detok = {(i, s): IncrementalDetokenizer(self.tokenizer, req.params.stop) for i in range(len(ids))
+                 for s in range(n)}
+        prefix = {i: (echo_texts[i] if req.echo else "") for i in range(len(ids))}
+        completion_tokens, cached = 0, 0
+
+        def event(choices, **extra) -> str:
+            return "data: " + json.dumps({**env, "choices": choices, **extra}) + "\n\n"
+
+        def chunk(index, text, logprobs=None, finish=None, role=False, why=None) -> dict:
+            if chat:
+                delta = {"role": "assistant", "content": text} if role else ({"content": text} if text else {})
+                lp = {"content": logprobs} if logprobs is not None else None
+                out = {"index": index, "delta": delta, "logprobs": lp, "finish_reason": finish}
+            else:
+                out = {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}
+            if finish:
+                out["stop_reason"] = why
+            return out
+
+        run = None
+        try:
+            run = _Run(self, request)
+            self._submit_all(run, req, ids, scores_first=True)
+            if chat:
+                yield event([chunk(s, "", role=True) for s in range(n)])
+            elif req.echo and req.logprobs is None:
+                yield event([chunk(i * n + s, prefix[i]) for i in range(len(ids)) for s in range(n)])
+            if req.max_tokens == 0 and not (req.echo and req.logprobs is not None):
+                yield event([chunk(i * n + s, "", finish="length") for i in range(len(ids)) for s in range(n)])
+            while run.open:
+                (what, i), msg = await run.next()
+                if what == "score":
+                    if msg[0] == "done":
+                        lp = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+                        self._extend_legacy(req, lp, ids[i], [None] + [d["logprob"] for d in msg[1]],
+                                            [None] + [d["top_logprobs"] for d in msg[1]], 0)
+                        yield event([chunk(i * n + s, prefix[i], lp) for s in range(n)])
+                        if req.max_tokens != 0:
+                            run.submit(("gen", i), "generate", ids[i], req.params)
+                        else:
+                            yield event([chunk(i * n + s, "", finish="length") for s in range(n)])
+                    continue
+                if msg[0] == "done":
+                    completion_tokens += msg[1].usage.get("completion_tokens", 0)
+                    cached += msg[1].usage.get("cached_tokens", 0)
+                    continue
+                events, tops = msg[1], msg[2] if len(msg) > 2 else None
+                by_sample: dict[int, list] = {}
+                for k, ev in enumerate(events):
+                    by_sample.setdefault(ev.sample_index, []).append((ev, tops[k] if tops else []))
+                choices = []
+                for s, evs in sorted(by_sample.items()):
+                    d = detok[(i, s)]
+                    text, lps, finish, why = "", [], None, None
+                    legacy = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+                    for ev, top in evs:
+                        hidden = ev.finish_reason == "stop" and (ev.token_id in eos or ev.token_id in stop_ids)
+                        if req.logprobs is not None and not (chat and hidden):
+                            if chat:
+                                lps += self._chat_logprobs(req, [ev.token_id], [ev.logprob], [top])
+                            else:
+                                legacy["tokens"].append(self._tok(req, ev.token_id))
+                                legacy["token_logprobs"].append(ev.logprob)
+                                legacy["top_logprobs"].append(self._top_dict(req, ev.token_id, ev.logprob, top))
+                                legacy["text_offset"].append(len(prefix[i]) + len(d.text))
+                        if not hidden:
+                            d.add(ev.token_id)
+                        text += d.take()
+                        if ev.finish_reason:
+                            finish = ev.finish_reason
+                            text += d.finish(self._final_text(d, req.params.stop))
+                            why = self._stop_reason(d.ids + [ev.token_id] if hidden else d.ids, finish, req.params)
+                    if finish == "abort":
+                        continue
+                    logprobs = (lps if chat else legacy) if req.logprobs is not None else None
+                    if text or finish or logprobs:
+                        choices.append(chunk(i * n + s, text, logprobs, finish, why=why))
+                if choices:
+                    yield event(choices)
+            if req.include_usage:
+                usage = self._usage(sum(len(p) for p in ids), completion_tokens, cached)
+                yield event([], usage=usage)
+            yield "data: [DONE]\n\n"
+        except _Disconnected:
+            return
+        except Exception as e:  # the stream has started: report in-band
+            err = api_error(e)
+            if err.status >= 500:
+                log.error("error while streaming", exc_info=e)
+            yield "data: " + json.dumps(err.body()) + "\n\n"
+            yield "data: [DONE]\n\n"
+        finally:
+            if run is not None:
+                run.close()
+            release()
+
+    def _final_text(self, d: IncrementalDetokenizer, stop: tuple) -> str:
+        """A finished sample's text, as the engine computes it: decoded, cut where a stop string starts."""
+        text = self.tokenizer.decode(d.ids)
+        cuts = [text.find(s) for s in stop if s and s in text]
+        return text[:min(cuts)] if cuts else text
+
+
+def create_app(engine, model_name: str | None = None, api_key: str | None = None, max_queue: int = 256) -> Starlette:
+    return Server(engine, model_name, api_key, max_queue).app()
