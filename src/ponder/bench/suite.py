@@ -23,7 +23,8 @@ def run_speed(kind: str, model_name: str, threads: int, vs: str | None, tokens: 
 
     numba.set_num_threads(threads)
     before = machine.resident_bytes()
-    engine = Engine.from_pretrained(model_name, threads=threads)
+    # no speculation: the filler prompt repeats itself, so lookup drafts would flatter the kernels
+    engine = Engine.from_pretrained(model_name, threads=threads, speculative_tokens=0)
     model_rss = machine.resident_bytes() - before
     model, cfg = engine.model, engine.config
     out = _header(kind, model, threads)

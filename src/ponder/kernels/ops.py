@@ -2,7 +2,8 @@
 
 These are cheap next to the matrix products, so they run on one thread: a
 parallel region costs microseconds to start, more than the work itself at
-decode.  Every reduction runs in one fixed order and there is no fastmath, so a
+decode.  error_model="numpy" drops Python's zero-division check, whose branch
+would stop the loops from vectorizing.  Every reduction runs in one fixed order and there is no fastmath, so a
 token's result is the same bits whatever batch it is in.
 """
 
@@ -14,7 +15,7 @@ from numba import njit
 from ponder.kernels.attention import exp_neg
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def rms_norm(x, weight, eps, out):
     """out[t] = x[t] / sqrt(mean(x[t]^2) + eps) * weight; sums of squares in float64, in order."""
     n, dim = x.shape
@@ -28,7 +29,7 @@ def rms_norm(x, weight, eps, out):
             out[t, i] = (x[t, i] * inv) * weight[i]
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def rope(x, positions, cos, sin):
     """In place, x: (T, heads, d).  Rotates the halves of each head (rotate_half convention)."""
     n, heads, d = x.shape
@@ -43,7 +44,7 @@ def rope(x, positions, cos, sin):
                 x[t, h, i + half] = b * c + a * s
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def silu_mul(gate, up, out):
     n, dim = gate.shape
     one = np.float32(1.0)
