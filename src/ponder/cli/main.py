@@ -67,7 +67,8 @@ def _cmd_verify(args) -> int:
     from ponder.engine import transcript
 
     t = transcript.load(args.file)
-    engine = Engine.from_pretrained(args.model or t["model"]["name"], threads=args.threads)
+    engine = Engine.from_pretrained(args.model or t["model"]["name"], threads=args.threads,
+                                    activation_bits=t.get("activation_bits", 16))
     report = engine.verify(t)
     print(report.summary())
     if report.divergence and args.trace:

@@ -72,6 +72,7 @@ class TokenEvent:
     token_id: int
     logprob: float
     finish_reason: str | None  # set on the sample's last token
+    top_logprobs: list[tuple[int, float]] | None = None  # when the request asked for alternatives
 
 
 @dataclass
@@ -324,7 +325,8 @@ class Engine:
             if p.logprobs:
                 seq.top_logprobs.append(sampler.top_logprobs(logprobs, p.logprobs))
             reason = self._finish_reason(seq, token)
-            events.append(TokenEvent(seq.request_id, seq.sample_index, token, seq.logprobs[-1], reason))
+            events.append(TokenEvent(seq.request_id, seq.sample_index, token, seq.logprobs[-1], reason,
+                                     seq.top_logprobs[-1] if p.logprobs else None))
             if reason:
                 seq.finish_reason = reason
                 self.scheduler.finish(seq)

@@ -22,11 +22,14 @@ FORMAT = "ponder-transcript/1"
 
 def make_transcript(engine, result) -> dict:
     from ponder import __version__
+    from ponder.kernels import KERNEL_VERSION
 
     model = engine.model
     return {
         "format": FORMAT,
         "ponder_version": __version__,
+        "kernel_version": KERNEL_VERSION,
+        "activation_bits": engine.runner.bits,
         "model": {"name": model.name, "file": model.path.rsplit("/", 1)[-1], "sha256": model.sha256()},
         "prompt": result.prompt,
         "prompt_token_ids": result.prompt_token_ids,
@@ -75,7 +78,8 @@ class VerifyReport:
 
     def summary(self) -> str:
         if not self.model_matches:
-            return "NOT VERIFIED: the transcript was made with a different model file (sha256 differs)"
+            return ("NOT VERIFIED: the transcript was made with a different model file (sha256 differs) "
+                    "or activation precision")
         if self.verified:
             return f"verified: {self.tokens_checked} tokens replayed bit for bit"
         d = self.divergence
@@ -85,7 +89,9 @@ class VerifyReport:
 
 
 def verify(engine, transcript: dict) -> VerifyReport:
-    model_ok = transcript["model"]["sha256"] == engine.model.sha256()
+    # the same weights, run with the same activation precision
+    model_ok = (transcript["model"]["sha256"] == engine.model.sha256()
+                and transcript.get("activation_bits", 16) == engine.runner.bits)
     if not model_ok:
         return VerifyReport(False, 0, False)
     params = SamplingParams.from_dict(transcript["params"])

@@ -47,7 +47,7 @@ def fingerprint(engine) -> str:
     """
     from ponder import __version__, kernels
 
-    kernel = getattr(kernels, "KERNEL_VERSION", None) or getattr(kernels, "__version__", None) or __version__
+    kernel = kernels.KERNEL_VERSION
     bits = getattr(engine.runner, "bits", "?")
     return f"{engine.model.sha256()}-ponder{__version__}-kernels{kernel}-a{bits}"
 

@@ -44,7 +44,6 @@ class Job:
     top_logprobs: int = 0  # for "score"
     cancelled: bool = False
     request_id: int | None = None
-    emitted: dict = field(default_factory=dict)  # sample index -> tokens sent so far
     submitted: float = field(default_factory=time.monotonic)
 
 
@@ -233,29 +232,14 @@ class EngineLoop:
             job = self._jobs.get(rid)
             if job is None:
                 continue
-            self._send(job, ("tokens", evs, self._top_logprobs(job, rid, evs)))
+            self._send(job, ("tokens", evs, self._top_logprobs(job, evs)))
             if self.engine.is_finished(rid):
                 self._finish(rid)
 
-    def _top_logprobs(self, job: Job, rid: int, events: list) -> list | None:
-        """The top alternatives of each event's token, when the request asked for them.
-
-        TokenEvent carries only the chosen token's logprob; the alternatives are on the
-        request's sequences, read here on the engine thread (None if that is not possible).
-        """
-        if not job.params.logprobs:
-            return None
-        try:
-            samples = {s.sample_index: s for s in self.engine._requests[rid].samples}
-            seen = job.emitted
-            out = []
-            for ev in events:
-                k = seen.get(ev.sample_index, 0)
-                seen[ev.sample_index] = k + 1
-                out.append(samples[ev.sample_index].top_logprobs[k])
-            return out
-        except (AttributeError, KeyError, IndexError):  # pragma: no cover - engine internals moved
-            return None
+    @staticmethod
+    def _top_logprobs(job: Job, events: list) -> list | None:
+        """The top alternatives of each event's token, when the request asked for them."""
+        return [ev.top_logprobs for ev in events] if job.params.logprobs else None
 
     def _finish(self, rid: int) -> None:
         job = self._jobs.pop(rid)
