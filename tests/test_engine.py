@@ -130,3 +130,12 @@ def test_step_events_spell_the_output(engine):
     res = engine.pop_result(rid)
     assert [e.token_id for e in events] == res.token_ids
     assert [e.finish_reason for e in events] == [None] * 6 + ["length"]
+
+
+def test_samples_in_rounds_equal_one_request(engine):
+    """first_sample: rounds of 2 samples draw exactly what one request of n=6 draws."""
+    base = dict(temperature=1.0, seed=17, max_tokens=8, ignore_eos=True)
+    whole = engine.generate("the cat", SamplingParams(n=6, **base))[0]
+    rounds = [o.token_ids for k in (0, 2, 4)
+              for o in engine.generate("the cat", SamplingParams(n=2, first_sample=k, **base))[0].outputs]
+    assert rounds == [o.token_ids for o in whole.outputs]

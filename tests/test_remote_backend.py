@@ -28,6 +28,7 @@ def _stored(store, run_id):
     ("best-of-n", {"samples": 3, "select": "logprob", "max_tokens": 16}),
     ("short-m@k", {"samples": 4, "m": 2, "max_tokens": 16}),
     ("beam", {"max_tokens": 16}),
+    ("adaptive-majority", {"samples": 6, "batch": 2, "max_tokens": 16}),
 ])
 def test_remote_run_equals_local_run(tmp_path, tiny_llama, server, strategy, options):
     config = RunConfig(suite="arithmetic", difficulty=1, problems=3, strategy=strategy, seed=5,

@@ -318,7 +318,7 @@ class Engine:
         events = []
         for i, logits in enumerate(rows[:len(draft) + 1]):
             p = seq.params
-            token = sampler.sample_token(logits, p, seq.sample_index, len(seq))
+            token = sampler.sample_token(logits, p, seq.rng_index, len(seq))
             logprobs = sampler.log_softmax(logits)
             seq.output_ids.append(token)
             seq.logprobs.append(float(logprobs[token]))

@@ -14,7 +14,10 @@ class SamplingParams:
 
     `seed` keys the counter-based sampler: the same seed gives the same tokens,
     whatever else runs alongside.  When None, a seed is drawn and reported in the
-    result so the output can still be replayed.
+    result so the output can still be replayed.  Sample i of a request draws as
+    sample number first_sample + i of its seed, so samples can be requested in
+    rounds (first_sample=0, n=4, then first_sample=4, n=4) and equal one request
+    of n=8.
     """
 
     temperature: float = 1.0
@@ -27,6 +30,7 @@ class SamplingParams:
     ignore_eos: bool = False
     seed: int | None = None
     n: int = 1
+    first_sample: int = 0  # the samples are numbers first_sample .. first_sample + n - 1 of this seed
     logprobs: int | None = None  # also return this many top alternatives per token
 
     def __post_init__(self):
@@ -41,6 +45,7 @@ class SamplingParams:
             (0 <= self.min_p <= 1, "min_p", "must be in [0, 1]"),
             (self.max_tokens >= 0, "max_tokens", "must be >= 0"),
             (self.n >= 1, "n", "must be >= 1"),
+            (self.first_sample >= 0, "first_sample", "must be >= 0"),
             (self.logprobs is None or 0 <= self.logprobs <= 20, "logprobs", "must be between 0 and 20"),
             (self.seed is None or 0 <= self.seed < 2**63, "seed", "must be in [0, 2**63)"),
         ]

@@ -43,6 +43,11 @@ class Sequence:
         return len(self.prompt_ids) + len(self.output_ids)
 
     @property
+    def rng_index(self) -> int:
+        """The sample number that keys this sequence's draws (see SamplingParams.first_sample)."""
+        return self.params.first_sample + self.sample_index
+
+    @property
     def num_pending(self) -> int:
         """Tokens whose K/V still have to be computed before the next draw (drafts not counted)."""
         return len(self) - self.num_computed

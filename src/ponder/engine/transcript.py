@@ -107,7 +107,7 @@ def verify(engine, transcript: dict) -> VerifyReport:
                 return
             k = i + 1 - len(prompt)  # index in the output
             lp = sampler.log_softmax(logits)
-            drawn = sampler.sample_token(logits, params, sample["index"], i + 1)
+            drawn = sampler.sample_token(logits, params, params.first_sample + sample["index"], i + 1)
             want = tokens[i + 1]
             rec = recorded_lp[k] if k < len(recorded_lp) else None
             trace.append({"output_index": k, "token": want, "recorded_logprob": rec, "replayed_logprob": float(lp[want]),

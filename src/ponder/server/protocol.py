@@ -67,7 +67,8 @@ def api_error(e: BaseException) -> APIError:
 # -- fields -----------------------------------------------------------------------
 
 COMMON_HONOURED = {"model", "n", "seed", "temperature", "top_p", "top_k", "min_p", "max_tokens",
-                   "max_completion_tokens", "stop", "stop_token_ids", "ignore_eos", "stream", "stream_options"}
+                   "max_completion_tokens", "stop", "stop_token_ids", "ignore_eos", "stream", "stream_options",
+                   "first_sample"}
 COMPLETION_HONOURED = COMMON_HONOURED | {"prompt", "logprobs", "echo", "return_tokens_as_token_ids"}
 CHAT_HONOURED = COMMON_HONOURED | {"messages", "logprobs", "top_logprobs", "add_generation_prompt",
                                    "return_tokens_as_token_ids"}
@@ -210,13 +211,16 @@ def _common(body: dict, default_max_tokens: int | None):
     stop_ids = _get(body, "stop_token_ids", lambda v: isinstance(v, list) and all(is_int(t) for t in v),
                     "a list of integers", [])
     ignore_eos = _get(body, "ignore_eos", lambda v: isinstance(v, bool), "a boolean", False)
+    # ponder's extension: the samples are numbers first_sample.. of the seed (rounds of one draw)
+    first_sample = _get(body, "first_sample", lambda v: is_int(v) and v >= 0, "a non-negative integer", 0)
     stream = _get(body, "stream", lambda v: isinstance(v, bool), "a boolean", False)
     opts = _get(body, "stream_options", lambda v: isinstance(v, dict), "an object", {})
     include_usage = opts.get("include_usage", False)
     if not isinstance(include_usage, bool):
         raise APIError("stream_options.include_usage must be a boolean", param="stream_options", code="invalid_type")
     fields = dict(temperature=float(temperature), top_k=max(top_k, 0), top_p=float(top_p), min_p=float(min_p),
-                  stop=tuple(stop), stop_token_ids=tuple(stop_ids), ignore_eos=ignore_eos, seed=seed, n=n)
+                  stop=tuple(stop), stop_token_ids=tuple(stop_ids), ignore_eos=ignore_eos, seed=seed, n=n,
+                  first_sample=first_sample)
     return model, fields, max_tokens, stream, include_usage
 
 

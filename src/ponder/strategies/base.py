@@ -29,7 +29,7 @@ class Options:
     top_k: int = 0
     min_p: float = 0.0
     max_tokens: int = 128
-    batch: int = 2  # adaptive-majority: samples per round
+    batch: int = 4  # adaptive-majority: samples per round
     confidence: float = 0.95  # adaptive-majority: stop when the leader wins with this posterior probability
     m: int = 3  # short-m@k: vote among the first m to finish
     chunk: int = 8  # short-m@k: tokens per lockstep round
@@ -127,6 +127,6 @@ class Strategy:
 
     def _samples(self, backend: Backend, prompt_ids, judge, n: int, seed: int, start: int = 0) -> list[Attempt]:
         """n samples forked from one prefill."""
-        [gen] = backend.generate([prompt_ids], self.opt.sampling(n=n, seed=seed))
+        [gen] = backend.generate([prompt_ids], self.opt.sampling(n=n, seed=seed, first_sample=start))
         return [attempt(judge, start + i, s.token_ids, s.text, s.logprobs, s.finish_reason, s.generated)
                 for i, s in enumerate(gen.samples)]

@@ -14,7 +14,10 @@ speak token ids, so:
   ponder) then recomputes none of it, and reports the reuse in
   usage.prompt_tokens_details.cached_tokens where it can;
 - scoring uses `echo` with `logprobs` and `max_tokens: 0` (vLLM, ponder; llama.cpp's
-  server cannot, so beam scoring by likelihood is unavailable there).
+  server cannot, so beam scoring by likelihood is unavailable there);
+- samples asked for in rounds (adaptive-majority) use ponder's `first_sample`
+  extension; other servers get a derived seed per round, so their rounds are not a
+  prefix of one n = N request.
 
 Requests of one batch are sent concurrently, so the server batches them.
 """
@@ -26,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ponder.engine.sampling_params import SamplingParams
 from ponder.errors import PonderError
 from ponder.strategies.backend import Backend, Generation, make_sample, usage_of
+from ponder.strategies.base import derive_seed
 
 
 class OpenAIBackend(Backend):
@@ -138,7 +142,17 @@ class OpenAIBackend(Backend):
             body["stop_token_ids"] = list(p.stop_token_ids)
         if p.ignore_eos:
             body["ignore_eos"] = True
+        if p.first_sample:
+            # ponder's server draws samples first_sample.. of the seed; servers without the
+            # extension reject the field, so they get a seed of their own for this round instead
+            body["first_sample"] = p.first_sample
+            if not self._server_is_ponder():
+                del body["first_sample"]
+                body["seed"] = derive_seed(p.seed, "first_sample", p.first_sample) if p.seed is not None else None
         return self._post("/completions", body)
+
+    def _server_is_ponder(self) -> bool:
+        return "-ponder" in (self.model_info().get("fingerprint") or "")
 
     def _sample(self, choice: dict, params: SamplingParams):
         lp = choice.get("logprobs") or {}
