@@ -1,0 +1,55 @@
+"""Print the tables of RESULTS.md from a results store.
+
+    python scripts/results_tables.py [RUNS.sqlite]
+
+For each run: accuracy, coverage, tokens; for `sample` runs also coverage@k for
+k = 1..n with the unbiased pass@k estimator, from the stored per-sample correctness.
+"""
+
+import sys
+from collections import defaultdict
+
+from ponder.store import RunStore
+from ponder.strategies.voting import pass_at_k
+
+
+def main(path=None):
+    store = RunStore(path)
+    runs = sorted(store.runs(), key=lambda r: r["id"])
+    print("| run | difficulty | strategy | accuracy | coverage | generated tokens / problem | saved by reuse / problem | wall s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in runs:
+        s = store.summary(r["id"])
+        cfg = s["config"]
+        opts = cfg.get("options", {})
+        strategy = s["strategy"]
+        name = strategy
+        if strategy in ("sample", "majority", "adaptive-majority", "best-of-n", "short-m@k"):
+            name += f" n={opts.get('samples')}"
+        if strategy == "best-of-n":
+            name += f" ({opts.get('select')})"
+        if strategy == "short-m@k":
+            name += f" m={opts.get('m')}"
+        if strategy == "beam":
+            name += f" width={opts.get('beam_width')}"
+        n = s["done"] or 1
+        print(f"| {r['id']} | {cfg['difficulty']} | {name} | {100 * s['accuracy']:.1f}% | {100 * s['coverage']:.1f}% | "
+              f"{s['generated_tokens'] / n:.1f} | {s['saved_tokens'] / n:.1f} | {s['wall_s']:.0f} |")
+    for r in runs:
+        if r["strategy"] != "sample":
+            continue
+        per_problem = defaultdict(list)
+        for smp in store.samples(r["id"]):
+            per_problem[smp["problem_idx"]].append(bool(smp["correct"]))
+        k_max = min(len(v) for v in per_problem.values())
+        cov = [sum(pass_at_k(len(v), sum(v), k) for v in per_problem.values()) / len(per_problem)
+               for k in range(1, k_max + 1)]
+        print(f"\ncoverage@k, run {r['id']} (difficulty {r['config']['difficulty']}, {len(per_problem)} problems, "
+              f"n = {k_max}):\n")
+        print("| k | " + " | ".join(str(k) for k in range(1, k_max + 1)) + " |")
+        print("|---|" + "---|" * k_max)
+        print("| coverage | " + " | ".join(f"{100 * c:.1f}%" for c in cov) + " |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else None)
