@@ -139,3 +139,20 @@ def test_samples_in_rounds_equal_one_request(engine):
     rounds = [o.token_ids for k in (0, 2, 4)
               for o in engine.generate("the cat", SamplingParams(n=2, first_sample=k, **base))[0].outputs]
     assert rounds == [o.token_ids for o in whole.outputs]
+
+
+def test_fork_mid_generation_shares_blocks_and_equals_a_fresh_request(engine):
+    p = SamplingParams(temperature=0.9, seed=31, max_tokens=12, ignore_eos=True)
+    rid = engine.add_request("the cat is in the hat and", p)
+    for _ in range(6):
+        engine.step()
+    seq = engine._requests[rid].samples[0]
+    partial = list(seq.tokens)
+    branch = SamplingParams(temperature=0.9, seed=5, max_tokens=8, ignore_eos=True)
+    fid = engine.fork(rid, 0, branch)
+    engine.run_until_done([rid])
+    forked = engine.run_until_done([fid])[0]
+    assert forked.prompt_token_ids == partial
+    assert forked.usage["cached_tokens"] == len(partial) - 1  # nothing recomputed but the last token
+    fresh = Engine(engine.model, prefix_cache=False).generate(partial, branch)[0]
+    assert forked.token_ids == fresh.token_ids and forked.logprobs == fresh.logprobs

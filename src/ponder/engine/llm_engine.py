@@ -89,7 +89,7 @@ class Engine:
     def __init__(self, model: LoadedModel, *, kv_memory: int = 512 << 20, kv_blocks: int | None = None,
                  block_size: int = 16,
                  token_budget: int = 512, threads: int | None = None, prefix_cache: bool = True,
-                 activation_bits: int = 16, speculative_tokens: int = 4, speculative_max_batch: int = 4):
+                 activation_bits: int = 16, speculative_tokens: int = 0, speculative_max_batch: int = 4):
         if threads is not None:
             import numba
             numba.set_num_threads(threads)
@@ -103,8 +103,9 @@ class Engine:
         self.kv = (KVCache(c.n_layers, c.n_kv_heads, c.head_dim, kv_blocks, block_size) if kv_blocks
                    else KVCache.for_model(c, kv_memory, block_size))
         self.scheduler = Scheduler(self.kv, token_budget=token_budget, prefix_cache=prefix_cache)
-        # Drafts cost compute per token; they pay off while decode is bound by memory
-        # bandwidth, i.e. when few sequences decode together (see BENCHMARKS.md).
+        # Drafts cost compute per token; they can pay off only while decode is bound by
+        # memory bandwidth, i.e. when few sequences decode together.  Off by default: on
+        # chat answers they measured within noise (BENCHMARKS.md); Engine(speculative_tokens=4).
         self.speculative_tokens = speculative_tokens
         self.speculative_max_batch = speculative_max_batch
         self.costs = CostModel(self.config, self.runner.nbytes())
@@ -171,6 +172,27 @@ class Engine:
                     events.extend(self._draw(s, logits[lo:hi], draft if s is seq else []))
             seq.draft = []
         return events
+
+    def fork(self, request_id: int, sample_index: int, params: SamplingParams) -> int:
+        """A new request continuing sample `sample_index` of a request from where it is now.
+
+        The new request's prompt is that sample's prompt and output so far; it shares
+        the sample's KV blocks (copy-on-write), so nothing is recomputed.  Works while
+        the sample runs and after it finished, until its result is popped.  Strategies
+        use it to branch a partial solution.
+        """
+        src = self._requests[request_id].samples[sample_index]
+        params = params.with_seed()
+        req = _Request(next(self._request_ids), list(src.tokens), list(src.tokens), params)
+        first = Sequence(req.id, 0, list(src.tokens), params)
+        if src.block_table:
+            first.block_table = [self.kv.share(b) for b in src.block_table]
+            first.num_computed = min(src.num_computed, len(first) - 1)  # the last token's logits are needed
+            first.num_cached = first.num_computed
+        req.samples.append(first)
+        self._requests[req.id] = req
+        self.scheduler.add(first)
+        return req.id
 
     def abort(self, request_id: int) -> None:
         """Stop a request now: its samples finish with reason "abort" and their blocks are freed."""
