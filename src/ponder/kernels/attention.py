@@ -44,6 +44,8 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from ponder.kernels.llvm_ir import c64, emit_tiled_loop, ptr
+
 
 @njit(parallel=True, cache=True)
 def write_kv(k_pool, v_pool, k, v, slot_block, slot_offset):
@@ -110,29 +112,21 @@ MAX_WORKERS = 64  # see paged_attention
 PT = 4           # rows sharing one pass over a block's values (PT x D/16 accumulators)
 
 
-def _c64(v):
-    return ir.Constant(_i64, v)
-
-
 def _splat_f(v):
     return ir.Constant(_v16f, [float(v)] * 16)
 
 
-def _ptr(builder, addr, ty):
-    return builder.inttoptr(addr, ty.as_pointer())
-
-
 def _load_v(builder, addr, align=4):
-    return builder.load(_ptr(builder, addr, _v16f), align=align)
+    return builder.load(ptr(builder, addr, _v16f), align=align)
 
 
 def _store_v(builder, val, addr, align=4):
-    builder.store(val, _ptr(builder, addr, _v16f), align=align)
+    builder.store(val, ptr(builder, addr, _v16f), align=align)
 
 
 def _bcast(builder, addr):
     """Load one float32 and splat it: folds into a {1to16} memory operand."""
-    s = builder.load(_ptr(builder, addr, _f32), align=4)
+    s = builder.load(ptr(builder, addr, _f32), align=4)
     v = builder.insert_element(ir.Constant(_v16f, ir.Undefined), s, ir.Constant(_i32, 0))
     return builder.shuffle_vector(v, ir.Constant(_v16f, ir.Undefined), ir.Constant(_v16i32, [0] * 16))
 
@@ -187,7 +181,7 @@ def _emit_tile(builder, R, d, qs, st, kt, v, cnt, scale):
     builder.branch(loop)
     builder.position_at_end(loop)
     i = builder.phi(_i64)
-    i.add_incoming(_c64(0), pre)
+    i.add_incoming(c64(0), pre)
     s = []
     for _ in range(2 * R):
         ph = builder.phi(_v16f)
@@ -195,17 +189,17 @@ def _emit_tile(builder, R, d, qs, st, kt, v, cnt, scale):
         s.append(ph)
     phis = list(s)
     for u in range(U):
-        iu = builder.add(i, _c64(u))
-        k = _load_v(builder, builder.add(kt, builder.mul(iu, _c64(4 * BS))))
+        iu = builder.add(i, c64(u))
+        k = _load_v(builder, builder.add(kt, builder.mul(iu, c64(4 * BS))))
         for r in range(R):
-            qv = _bcast(builder, builder.add(qs, builder.add(_c64(r * qrow), builder.mul(iu, _c64(4)))))
+            qv = _bcast(builder, builder.add(qs, builder.add(c64(r * qrow), builder.mul(iu, c64(4)))))
             s[2 * r + u % 2] = builder.fadd(s[2 * r + u % 2], builder.fmul(qv, k))
-    i1 = builder.add(i, _c64(U))
+    i1 = builder.add(i, c64(U))
     end = builder.block
     i.add_incoming(i1, end)
     for ph, val in zip(phis, s):
         ph.add_incoming(val, end)
-    builder.cbranch(builder.icmp_signed("<", i1, _c64(d)), loop, done)
+    builder.cbranch(builder.icmp_signed("<", i1, c64(d)), loop, done)
     builder.position_at_end(done)
     s = [builder.fadd(s[2 * r], s[2 * r + 1]) for r in range(R)]
 
@@ -220,16 +214,16 @@ def _emit_tile(builder, R, d, qs, st, kt, v, cnt, scale):
     ninf = _splat_f(-np.inf)
     corr = []
     for r in range(R):
-        base = builder.add(st, _c64(r * srow))
+        base = builder.add(st, c64(r * srow))
         x = builder.select(valid, builder.fmul(s[r], sv), ninf)
-        m_old = _load_v(builder, builder.add(base, _c64(M)), 64)
+        m_old = _load_v(builder, builder.add(base, c64(M)), 64)
         m_new = _ir_max(builder, m_old, _hmax(builder, x))
         c = _vexp_neg(builder, builder.fsub(m_old, m_new))
         p = _vexp_neg(builder, builder.fsub(x, m_new))
-        lv = _load_v(builder, builder.add(base, _c64(L)), 64)
-        _store_v(builder, builder.fadd(builder.fmul(lv, c), p), builder.add(base, _c64(L)), 64)
-        _store_v(builder, m_new, builder.add(base, _c64(M)), 64)
-        _store_v(builder, p, builder.add(base, _c64(P)), 64)
+        lv = _load_v(builder, builder.add(base, c64(L)), 64)
+        _store_v(builder, builder.fadd(builder.fmul(lv, c), p), builder.add(base, c64(L)), 64)
+        _store_v(builder, m_new, builder.add(base, c64(M)), 64)
+        _store_v(builder, p, builder.add(base, c64(P)), 64)
         corr.append(c)
 
     # values: acc_r = acc_r * corr_r, then acc_r += p_r[j] * v[j, :] for j < cnt in order
@@ -241,29 +235,29 @@ def _emit_tile(builder, R, d, qs, st, kt, v, cnt, scale):
         r0 += S
         acc0 = {}
         for r in rows:
-            base = builder.add(st, _c64(r * srow))
+            base = builder.add(st, c64(r * srow))
             for c in range(nc):
-                acc0[r, c] = builder.fmul(_load_v(builder, builder.add(base, _c64(64 * c)), 64), corr[r])
+                acc0[r, c] = builder.fmul(_load_v(builder, builder.add(base, c64(64 * c)), 64), corr[r])
         pre = builder.block
         loop = fn.append_basic_block("att.pv")
         done = fn.append_basic_block("att.pv_done")
         builder.branch(loop)
         builder.position_at_end(loop)
         j = builder.phi(_i64)
-        j.add_incoming(_c64(0), pre)
+        j.add_incoming(c64(0), pre)
         acc = {}
         for key, a in acc0.items():
             ph = builder.phi(_v16f)
             ph.add_incoming(a, pre)
             acc[key] = ph
         phis = dict(acc)
-        vrow = builder.add(v, builder.mul(j, _c64(4 * d)))
-        vj = [_load_v(builder, builder.add(vrow, _c64(64 * c))) for c in range(nc)]
+        vrow = builder.add(v, builder.mul(j, c64(4 * d)))
+        vj = [_load_v(builder, builder.add(vrow, c64(64 * c))) for c in range(nc)]
         for r in rows:
-            pj = _bcast(builder, builder.add(st, builder.add(_c64(r * srow + P), builder.mul(j, _c64(4)))))
+            pj = _bcast(builder, builder.add(st, builder.add(c64(r * srow + P), builder.mul(j, c64(4)))))
             for c in range(nc):
                 acc[r, c] = builder.fadd(acc[r, c], builder.fmul(pj, vj[c]))
-        j1 = builder.add(j, _c64(1))
+        j1 = builder.add(j, c64(1))
         end = builder.block
         j.add_incoming(j1, end)
         for key, ph in phis.items():
@@ -271,54 +265,21 @@ def _emit_tile(builder, R, d, qs, st, kt, v, cnt, scale):
         builder.cbranch(builder.icmp_signed("<", j1, cnt), loop, done)
         builder.position_at_end(done)
         for r in rows:
-            base = builder.add(st, _c64(r * srow))
+            base = builder.add(st, c64(r * srow))
             for c in range(nc):
-                _store_v(builder, acc[r, c], builder.add(base, _c64(64 * c)), 64)
+                _store_v(builder, acc[r, c], builder.add(base, c64(64 * c)), 64)
 
 
 def _emit_fold(builder, d, qs, st, R, kt, v, cnt, scale):
     """All R rows: tiles of QT rows, then 3, 2, 1 for the rest (each row's operations
     are the same in any tile)."""
-    fn = builder.function
     qrow, srow = 4 * d, 4 * _state_floats(d)
 
     def tile(T, t):
-        _emit_tile(builder, T, d, builder.add(qs, builder.mul(t, _c64(qrow))),
-                   builder.add(st, builder.mul(t, _c64(srow))), kt, v, cnt, scale)
+        _emit_tile(builder, T, d, builder.add(qs, builder.mul(t, c64(qrow))),
+                   builder.add(st, builder.mul(t, c64(srow))), kt, v, cnt, scale)
 
-    def remaining_at_least(t, n):
-        return builder.icmp_signed(">=", builder.sub(R, t), _c64(n))
-
-    pre = builder.block
-    head = fn.append_basic_block("att.tiles")
-    body = fn.append_basic_block("att.tile")
-    tail = fn.append_basic_block("att.tail")
-    builder.branch(head)
-    builder.position_at_end(head)
-    t = builder.phi(_i64)
-    t.add_incoming(_c64(0), pre)
-    builder.cbranch(remaining_at_least(t, QT), body, tail)
-    builder.position_at_end(body)
-    tile(QT, t)
-    t.add_incoming(builder.add(t, _c64(QT)), builder.block)
-    builder.branch(head)
-    builder.position_at_end(tail)
-    cur = t
-    for T in (3, 2, 1):
-        do = fn.append_basic_block("att.rest")
-        nxt = fn.append_basic_block("att.next")
-        skip_from = builder.block
-        builder.cbranch(remaining_at_least(cur, T), do, nxt)
-        builder.position_at_end(do)
-        tile(T, cur)
-        after = builder.add(cur, _c64(T))
-        do_end = builder.block
-        builder.branch(nxt)
-        builder.position_at_end(nxt)
-        phi = builder.phi(_i64)
-        phi.add_incoming(after, do_end)
-        phi.add_incoming(cur, skip_from)
-        cur = phi
+    emit_tiled_loop(builder, R, QT, (3, 2, 1), tile, "att")
 
 
 def _make_fold(d):

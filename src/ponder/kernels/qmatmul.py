@@ -108,6 +108,8 @@ from numba.extending import intrinsic
 from llvmlite import ir
 import llvmlite.binding as llvm
 
+from ponder.kernels.llvm_ir import c64, emit_tiled_loop, ptr
+
 QK = 32          # K elements per quantization block
 RG = 16          # output rows per group = lanes of a 512-bit vector of int32/float32
 # Tokens sharing one load of the weights (measured).  q8: past 8 the token pointers
@@ -172,29 +174,21 @@ _v16f = ir.VectorType(_f32, 16)
 _v16h = ir.VectorType(ir.HalfType(), 16)
 
 
-def _c64(v):
-    return ir.Constant(_i64, v)
-
-
 def _splat_i32(v):
     return ir.Constant(_v16i32, [v] * 16)
-
-
-def _ptr(builder, addr, ty):
-    return builder.inttoptr(addr, ty.as_pointer())
 
 
 def _bcast_i32(builder, addr):
     # A scalar load + splat folds into the {1to16} memory operand of vpdpbusd, so the
     # activations take no registers.
-    s = builder.load(_ptr(builder, addr, _i32), align=1)
+    s = builder.load(ptr(builder, addr, _i32), align=1)
     v = builder.insert_element(ir.Constant(_v16i32, ir.Undefined), s, ir.Constant(_i32, 0))
     return builder.shuffle_vector(v, ir.Constant(_v16i32, ir.Undefined),
                                   ir.Constant(_v16i32, [0] * 16))
 
 
 def _bcast_f32(builder, addr):
-    s = builder.load(_ptr(builder, addr, _f32), align=4)
+    s = builder.load(ptr(builder, addr, _f32), align=4)
     v = builder.insert_element(ir.Constant(_v16f, ir.Undefined), s, ir.Constant(_i32, 0))
     return builder.shuffle_vector(v, ir.Constant(_v16f, ir.Undefined),
                                   ir.Constant(_v16i32, [0] * 16))
@@ -237,17 +231,17 @@ def _emit_tile(builder, fmt, bits, T, vnni, w, x, dl, dx, aux, y, nb, xs, ss, ys
 
     builder.position_at_end(loop)
     k = builder.phi(_i64)
-    k.add_incoming(_c64(0), pre)
+    k.add_incoming(c64(0), pre)
     accs = []
     for _ in range(T):
         a = builder.phi(_v16f)
         a.add_incoming(ir.Constant(_v16f, None), pre)
         accs.append(a)
 
-    wb = builder.add(w, builder.mul(k, _c64(bstride)))
-    xk = builder.add(x, builder.mul(k, _c64(QK)))
-    sk = builder.mul(k, _c64(4))
-    xt = [builder.add(xk, builder.mul(_c64(t), xs)) for t in range(T)]
+    wb = builder.add(w, builder.mul(k, c64(bstride)))
+    xk = builder.add(x, builder.mul(k, c64(QK)))
+    sk = builder.mul(k, c64(4))
+    xt = [builder.add(xk, builder.mul(c64(t), xs)) for t in range(T)]
     xlt = [builder.add(a, dl) for a in xt] if wide else None
 
     if PF_DIST:
@@ -256,8 +250,8 @@ def _emit_tile(builder, fmt, bits, T, vnni, w, x, dl, dx, aux, y, nb, xs, ss, ys
             builder.module, ir.FunctionType(ir.VoidType(), [_i8.as_pointer(), _i32, _i32, _i32]),
             "llvm.prefetch.p0")
         for line in range(0, bstride, 64):
-            a = builder.add(wb, _c64(PF_DIST + line))
-            builder.call(pf, [_ptr(builder, a, _i8), ir.Constant(_i32, 0), ir.Constant(_i32, 3),
+            a = builder.add(wb, c64(PF_DIST + line))
+            builder.call(pf, [ptr(builder, a, _i8), ir.Constant(_i32, 0), ir.Constant(_i32, 3),
                               ir.Constant(_i32, 1)])
 
     # A single token has one dependent vpdpbusd chain per block and half; split it in
@@ -269,7 +263,7 @@ def _emit_tile(builder, fmt, bits, T, vnni, w, x, dl, dx, aux, y, nb, xs, ss, ys
     nib = _splat_i32(0x0F0F0F0F)
     step = 0
     for j in range(qbytes // 64):
-        wv = builder.load(_ptr(builder, builder.add(wb, _c64(64 * j)), _v16i32), align=1)
+        wv = builder.load(ptr(builder, builder.add(wb, c64(64 * j)), _v16i32), align=1)
         if q4:
             halves = [builder.and_(wv, nib), builder.and_(builder.lshr(wv, _splat_i32(4)), nib)]
         else:
@@ -277,18 +271,18 @@ def _emit_tile(builder, fmt, bits, T, vnni, w, x, dl, dx, aux, y, nb, xs, ss, ys
         for h in halves:
             c = step % nchains
             for t in range(T):
-                xb = _bcast_i32(builder, builder.add(xt[t], _c64(4 * step)))
+                xb = _bcast_i32(builder, builder.add(xt[t], c64(4 * step)))
                 hi[t][c] = _dot_u8s8(builder, vnni, hi[t][c], h, xb)
                 if wide:
-                    xb = _bcast_i32(builder, builder.add(xlt[t], _c64(4 * step)))
+                    xb = _bcast_i32(builder, builder.add(xlt[t], c64(4 * step)))
                     lo[t][c] = _dot_u8s8(builder, vnni, lo[t][c], h, xb)
             step += 1
     assert step == 8
 
-    dw = builder.fpext(builder.load(_ptr(builder, builder.add(wb, _c64(qbytes)), _v16h),
+    dw = builder.fpext(builder.load(ptr(builder, builder.add(wb, c64(qbytes)), _v16h),
                                     align=2), _v16f)
     if fmt == FMT_Q4_1:
-        mw = builder.fpext(builder.load(_ptr(builder, builder.add(wb, _c64(qbytes + 32)),
+        mw = builder.fpext(builder.load(ptr(builder, builder.add(wb, c64(qbytes + 32)),
                                              _v16h), align=2), _v16f)
     new_accs = []
     for t in range(T):
@@ -300,7 +294,7 @@ def _emit_tile(builder, fmt, bits, T, vnni, w, x, dl, dx, aux, y, nb, xs, ss, ys
             isum = builder.shl(isum, _splat_i32(7))
             for c in range(nchains):
                 isum = builder.add(isum, lo[t][c])
-        srow = builder.add(sk, builder.mul(_c64(t), ss))
+        srow = builder.add(sk, builder.mul(c64(t), ss))
         if fmt != FMT_Q4_1:
             sx = _bcast_i32(builder, builder.add(aux, srow))
             isum = builder.sub(isum, builder.shl(sx, _splat_i32(_ZP_SHIFT[fmt])))
@@ -311,7 +305,7 @@ def _emit_tile(builder, fmt, bits, T, vnni, w, x, dl, dx, aux, y, nb, xs, ss, ys
             term = builder.fadd(term, builder.fmul(mw, _bcast_f32(builder, builder.add(aux, srow))))
         new_accs.append(builder.fadd(accs[t], term))
 
-    k1 = builder.add(k, _c64(1))
+    k1 = builder.add(k, c64(1))
     body_end = builder.block
     k.add_incoming(k1, body_end)
     for a, na in zip(accs, new_accs):
@@ -320,8 +314,8 @@ def _emit_tile(builder, fmt, bits, T, vnni, w, x, dl, dx, aux, y, nb, xs, ss, ys
 
     builder.position_at_end(done)
     for t in range(T):
-        yt = builder.add(y, builder.mul(_c64(t), ys))
-        builder.store(new_accs[t], _ptr(builder, yt, _v16f), align=4)
+        yt = builder.add(y, builder.mul(c64(t), ys))
+        builder.store(new_accs[t], ptr(builder, yt, _v16f), align=4)
 
 
 def _emit_group(builder, fmt, bits, vnni, w, xh, xl, dx, aux, y, nb, M, xs, ss, ys):
@@ -330,7 +324,6 @@ def _emit_group(builder, fmt, bits, vnni, w, xh, xl, dx, aux, y, nb, M, xs, ss, 
     every token runs the same op sequence in any tile, so the tiling changes no bit."""
     tmax = TMAX[bits]
     dl = builder.sub(xl, xh)
-    fn = builder.function
 
     def tile(T, t):
         def at(base, stride):
@@ -338,42 +331,7 @@ def _emit_group(builder, fmt, bits, vnni, w, xh, xl, dx, aux, y, nb, M, xs, ss, 
         _emit_tile(builder, fmt, bits, T, vnni, w, at(xh, xs), dl, at(dx, ss), at(aux, ss),
                    at(y, ys), nb, xs, ss, ys)
 
-    def remaining_at_least(t, n):
-        return builder.icmp_signed(">=", builder.sub(M, t), _c64(n))
-
-    pre = builder.block
-    head = fn.append_basic_block("qmm.tiles")
-    body = fn.append_basic_block("qmm.tile")
-    tail = fn.append_basic_block("qmm.tail")
-    builder.branch(head)
-    builder.position_at_end(head)
-    t = builder.phi(_i64)
-    t.add_incoming(_c64(0), pre)
-    builder.cbranch(remaining_at_least(t, tmax), body, tail)
-    builder.position_at_end(body)
-    tile(tmax, t)
-    t.add_incoming(builder.add(t, _c64(tmax)), builder.block)
-    builder.branch(head)
-
-    builder.position_at_end(tail)
-    cur = t
-    for T in (4, 2, 1):
-        if T >= tmax:
-            continue
-        do = fn.append_basic_block("qmm.rest")
-        nxt = fn.append_basic_block("qmm.next")
-        skip_from = builder.block
-        builder.cbranch(remaining_at_least(cur, T), do, nxt)
-        builder.position_at_end(do)
-        tile(T, cur)
-        after = builder.add(cur, _c64(T))
-        do_end = builder.block
-        builder.branch(nxt)
-        builder.position_at_end(nxt)
-        phi = builder.phi(_i64)
-        phi.add_incoming(after, do_end)
-        phi.add_incoming(cur, skip_from)
-        cur = phi
+    emit_tiled_loop(builder, M, tmax, tuple(T for T in (4, 2, 1) if T < tmax), tile, "qmm")
 
 
 def _make_kernel(fmt, bits, vnni=HAS_VNNI):
