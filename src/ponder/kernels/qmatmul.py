@@ -361,7 +361,10 @@ _k16_q4_1, _k16_q4_0, _k16_q8_0 = (_make_kernel(f, 16) for f in (FMT_Q4_1, FMT_Q
 
 # --------------------------------------------------------------------------------------
 # Drivers: parallel over row groups.  ctypes.data is unsigned and numba makes
-# uint64 + int64 a float64, hence the int64 casts.
+# uint64 + int64 a float64, hence the int64 casts.  The six drivers differ only in the
+# kernel they call; they are written out rather than made by a factory because Numba's
+# on-disk cache (cache=True) keys functions by module and name, and closures made by a
+# factory would share one name.
 
 @njit(inline="always")
 def _a(arr):
