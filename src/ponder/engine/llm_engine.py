@@ -246,7 +246,7 @@ class Engine:
         try:
             while seq.num_computed < len(tokens):
                 n = min(len(tokens) - seq.num_computed, sched.token_budget)
-                if not sched._reserve(seq, n):
+                if not sched.reserve(seq, n):
                     raise KVPoolFullError("the KV pool is busy; score when fewer requests are running")
                 start = seq.num_computed
                 rows = [i - start for i in range(start, start + n) if i >= first_row]
@@ -259,7 +259,7 @@ class Engine:
                     visit(start + r, row)
         finally:
             sched.cache_computed(seq, final=True)
-            sched._free_blocks(seq)
+            sched.free_blocks(seq)
 
     def score(self, tokens: list[int], start: int = 1, top_logprobs: int = 0) -> list[dict]:
         """Log-probability of each of tokens[start:] given the tokens before it.

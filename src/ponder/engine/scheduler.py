@@ -62,7 +62,7 @@ class Scheduler:
             if seq not in self.running:  # preempted while making room for an earlier one
                 continue
             n = min(seq.num_pending + len(seq.draft), budget)
-            while not self._reserve(seq, n):
+            while not self.reserve(seq, n):
                 victim = self.running[-1]
                 self._preempt(victim)
                 if victim is seq:
@@ -74,7 +74,7 @@ class Scheduler:
             seq = self.waiting[0]
             self._take_cached_prefix(seq)
             n = min(seq.num_pending, budget)
-            if not self._reserve(seq, n):
+            if not self.reserve(seq, n):
                 break
             self.waiting.popleft()
             seq.status = Status.RUNNING
@@ -89,7 +89,7 @@ class Scheduler:
         elif seq in self.waiting:
             self.waiting.remove(seq)
         self.cache_computed(seq, final=True)
-        self._free_blocks(seq)
+        self.free_blocks(seq)
         seq.status = Status.FINISHED
 
     def cache_computed(self, seq: Sequence, final: bool = False) -> None:
@@ -109,7 +109,7 @@ class Scheduler:
         seq.num_computed = n
         seq.num_cached += n
 
-    def _reserve(self, seq: Sequence, n: int) -> bool:
+    def reserve(self, seq: Sequence, n: int) -> bool:
         """Make sure seq's blocks cover positions [num_computed, num_computed + n) and are writable."""
         end = seq.num_computed + n
         need = self.kv.blocks_for(end) - len(seq.block_table)
@@ -126,13 +126,13 @@ class Scheduler:
     def _preempt(self, seq: Sequence) -> None:
         self.running.remove(seq)
         self.cache_computed(seq, final=True)
-        self._free_blocks(seq)
+        self.free_blocks(seq)
         seq.num_computed = 0
         seq.status = Status.WAITING
         self.waiting.appendleft(seq)
         self.num_preemptions += 1
 
-    def _free_blocks(self, seq: Sequence) -> None:
+    def free_blocks(self, seq: Sequence) -> None:
         for block in seq.block_table:
             self.kv.release(block)
         seq.block_table = []
