@@ -146,3 +146,17 @@ def test_portable_ir_matches_vnni(tmp_path):
     portable = np.load(out)
     for key, y in all_outputs().items():
         assert same_bits(portable[key], y), key
+
+
+@pytest.mark.parametrize("fmt", ["Q4_1", "Q4_0", "Q8_0"])
+def test_linear16_equals_quantize_then_matmul(fmt):
+    """The one-call path gives the same bits as quantize() + matmul()."""
+    import gguf
+
+    rng = np.random.default_rng(9)
+    w = rng.standard_normal((40, 96)).astype(np.float32)
+    raw = gguf.quants.quantize(w, gguf.GGMLQuantizationType[fmt])
+    W = Q.from_gguf({"Q4_1": Q.FMT_Q4_1, "Q4_0": Q.FMT_Q4_0, "Q8_0": Q.FMT_Q8_0}[fmt], raw, 40, 96)
+    for m in (1, 5, 17):
+        x = rng.standard_normal((m, 96)).astype(np.float32)
+        np.testing.assert_array_equal(Q.linear16(W, x), Q.matmul(W, Q.quantize(x, bits=16)))

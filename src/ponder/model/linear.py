@@ -42,6 +42,8 @@ class QuantLinear:
         self.nbytes = self.packed.nbytes
 
     def __call__(self, act: Activations) -> np.ndarray:
+        if act.bits == 16 and act._q is None:  # quantize and multiply in one Numba call
+            return qmatmul.linear16(self.packed, act.x)
         return qmatmul.matmul(self.packed, act.q)
 
 
