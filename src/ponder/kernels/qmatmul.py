@@ -688,7 +688,7 @@ _QMM8 = {FMT_Q4_1: qmm_q4_1, FMT_Q4_0: qmm_q4_0, FMT_Q8_0: qmm_q8_0}
 _QMM16 = {FMT_Q4_1: qmm16_q4_1, FMT_Q4_0: qmm16_q4_0, FMT_Q8_0: qmm16_q8_0}
 
 @njit(parallel=True, cache=True)
-def linear16_q4_1(x, w, y):
+def _linear16(fmt, x, w, y):
     """y = W x in one call: q16-quantize x, then the product.  The same two steps as
     quantize() + matmul(), so the same bits, minus two Python round trips per layer."""
     M, K = x.shape
@@ -696,36 +696,18 @@ def linear16_q4_1(x, w, y):
     qh, ql = np.empty((M, K), np.int8), np.empty((M, K), np.int8)
     dx, dxs, sx = np.empty((M, nb), np.float32), np.empty((M, nb), np.float32), np.empty((M, nb), np.int32)
     quantize_act16_auto(x, qh, ql, dx, dxs, sx)
-    qmm16_q4_1(w, qh, ql, dx, dxs, y)
-
-
-@njit(parallel=True, cache=True)
-def linear16_q4_0(x, w, y):
-    M, K = x.shape
-    nb = K // QK
-    qh, ql = np.empty((M, K), np.int8), np.empty((M, K), np.int8)
-    dx, dxs, sx = np.empty((M, nb), np.float32), np.empty((M, nb), np.float32), np.empty((M, nb), np.int32)
-    quantize_act16_auto(x, qh, ql, dx, dxs, sx)
-    qmm16_q4_0(w, qh, ql, dx, sx, y)
-
-
-@njit(parallel=True, cache=True)
-def linear16_q8_0(x, w, y):
-    M, K = x.shape
-    nb = K // QK
-    qh, ql = np.empty((M, K), np.int8), np.empty((M, K), np.int8)
-    dx, dxs, sx = np.empty((M, nb), np.float32), np.empty((M, nb), np.float32), np.empty((M, nb), np.int32)
-    quantize_act16_auto(x, qh, ql, dx, dxs, sx)
-    qmm16_q8_0(w, qh, ql, dx, sx, y)
-
-
-_LINEAR16 = {FMT_Q4_1: linear16_q4_1, FMT_Q4_0: linear16_q4_0, FMT_Q8_0: linear16_q8_0}
+    if fmt == FMT_Q4_1:
+        qmm16_q4_1(w, qh, ql, dx, dxs, y)
+    elif fmt == FMT_Q4_0:
+        qmm16_q4_0(w, qh, ql, dx, sx, y)
+    else:
+        qmm16_q8_0(w, qh, ql, dx, sx, y)
 
 
 def linear16(W, x):
     """y [M, W.rows] = W . x for float32 x [M, K], with 15-bit activations, in one Numba call."""
     y = np.empty((x.shape[0], W.buf.shape[0] * RG), np.float32)
-    _LINEAR16[W.fmt](x, W.buf, y)
+    _linear16(W.fmt, x, W.buf, y)
     return y[:, :W.rows]
 
 
