@@ -115,7 +115,9 @@ def _run_config(args):
     options = Options(**given).to_dict()
     return RunConfig(suite=args.suite, difficulty=args.difficulty, problems=args.problems, strategy=args.strategy,
                      seed=args.seed, model=args.model, number_format=args.number_format,
-                     prompt_style=args.prompt_style, categories=args.categories.split(",") if args.categories else [],
+                     prompt_style=args.prompt_style, shots=args.shots,
+                     tools=[t for t in (args.tools or "").split(",") if t.strip()],
+                     tool_exemplars=False if args.no_tool_exemplars else None, categories=args.categories.split(",") if args.categories else [],
                      on_error=args.on_error, checker=args.checker, scorer=args.scorer, options=options)
 
 
@@ -304,6 +306,13 @@ def _add_run_args(p) -> None:
     p.add_argument("-m", "--model", default=DEFAULT_MODEL)
     p.add_argument("--number-format", choices=["plain", "commas"], default="plain")
     p.add_argument("--prompt-style", choices=list(PROMPT_STYLES), default="direct")
+    p.add_argument("--tools", default=None, metavar="calc[,python]",
+                   help="tools the model may call while it answers: calc (exact arithmetic before '='), "
+                        "python (a sandboxed ```python block); works with every strategy and backend")
+    p.add_argument("--no-tool-exemplars", action="store_true",
+                   help="leave out the tools' few-shot exemplars (on by default with --tools)")
+    p.add_argument("--shots", type=int, default=0,
+                   help="K worked examples from the suite's own generator before each problem (disjoint from it)")
     p.add_argument("--checker", default=None, help="override the answer kind: number, list, text, latex")
     p.add_argument("--on-error", choices=["stop", "skip"], default="stop", help="bad JSONL lines")
     p.add_argument("--temperature", type=float, default=None, help="sampling temperature (default 0.7)")
@@ -311,11 +320,13 @@ def _add_run_args(p) -> None:
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--min-p", type=float, default=None)
     p.add_argument("--max-tokens", type=int, default=None, help="per answer (default 128)")
-    p.add_argument("--batch", type=int, default=None, help="adaptive-majority: samples per round (2)")
+    p.add_argument("--batch", type=int, default=None,
+                   help="samples per round: adaptive-majority, best-of-n --select verifier (4)")
     p.add_argument("--confidence", type=float, default=None, help="adaptive-majority: stop at this posterior (0.95)")
     p.add_argument("--m", type=int, default=None, help="short-m@k: vote among the first m to finish (3)")
     p.add_argument("--chunk", type=int, default=None, help="short-m@k: tokens per lockstep round (8)")
-    p.add_argument("--select", choices=["oracle", "logprob", "weighted"], default=None, help="best-of-n selector")
+    p.add_argument("--select", choices=["oracle", "logprob", "weighted", "verifier"], default=None,
+                   help="best-of-n selector (verifier: suites with a solution verifier; stops at the first verified)")
     p.add_argument("--beam-width", type=int, default=None)
     p.add_argument("--expand", type=int, default=None, help="beam: candidates per beam and step (3)")
     p.add_argument("--probe-tokens", type=int, default=None, help="beam: tokens before early rejection (6)")

@@ -15,6 +15,12 @@ def _label(run: dict) -> str:
     c = run["config"]
     n = c.get("options", {}).get("samples")
     extra = f" n={n}" if n and run["strategy"] not in ("greedy",) else ""
+    if run["strategy"] == "best-of-n":
+        extra += f" {c.get('options', {}).get('select', 'logprob')}"
+    if c.get("tools"):
+        extra += f" +{','.join(c['tools'])}"
+    if c.get("shots"):
+        extra += f" {c['shots']}-shot"
     return f"{run['strategy']}{extra}"
 
 
@@ -38,7 +44,7 @@ def runs_table(runs: list[dict]) -> Table:
 def summary_table(summaries: list[dict], title: str = "results") -> Table:
     t = Table(title=title)
     cols = ("run", "task", "strategy", "problems", "accuracy", "coverage", "gen tokens", "tokens/problem",
-            "saved by reuse", "wall", "tokens/s")
+            "tool tokens", "saved by reuse", "wall", "tokens/s")
     for col in cols:
         t.add_column(col, justify="left" if col in ("task", "strategy") else "right")
     for s in summaries:
@@ -46,6 +52,6 @@ def summary_table(summaries: list[dict], title: str = "results") -> Table:
         wall = s["wall_s"] or 0.0
         t.add_row(str(s["id"]), _task(s), _label(s), f"{done}/{s['n_problems']}", _pct(s["accuracy"]),
                   _pct(s["coverage"]), str(s["generated_tokens"]),
-                  f"{s['generated_tokens'] / done:.1f}" if done else "-",
+                  f"{s['generated_tokens'] / done:.1f}" if done else "-", str(s.get("tool_tokens") or 0),
                   str(s["saved_tokens"]), f"{wall:.1f}s", f"{s['generated_tokens'] / wall:.1f}" if wall else "-")
     return t

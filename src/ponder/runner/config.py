@@ -19,11 +19,18 @@ class RunConfig:
     model: str = "smollm2-135m"
     number_format: str = "plain"
     prompt_style: str = "direct"
+    shots: int = 0  # worked examples from the suite's own generator, before each problem
+    tools: list[str] = field(default_factory=list)  # e.g. ["calc", "python"]
+    tool_exemplars: bool | None = None  # the tools' own few-shot exemplars; None: on when tools are
     categories: list[str] = field(default_factory=list)
     on_error: str = "stop"
     checker: str | None = None  # override the problems' own answer kinds
     scorer: str | None = None  # "module:function" for beam
     options: dict = field(default_factory=dict)  # Options fields
+
+    @property
+    def exemplars_on(self) -> bool:
+        return bool(self.tools) if self.tool_exemplars is None else bool(self.tool_exemplars and self.tools)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -11,10 +11,12 @@ import time
 
 from ponder import __version__
 from ponder.checkers import get_checker
-from ponder.errors import PonderError
+from ponder.errors import InvalidParameterError, PonderError
 from ponder.runner.config import RunConfig
 from ponder.strategies import Backend, Judge, derive_seed, make_strategy
-from ponder.tasks import load_problems, messages
+from ponder.strategies.tool_loop import ToolBackend
+from ponder.tasks import has_verifier, load_problems, load_shots, messages
+from ponder.tools import exemplar_messages, get_tools, parse_tool_names
 
 
 class Interrupted(Exception):
@@ -34,13 +36,36 @@ def prepare(config: RunConfig):
     strategy = make_strategy(config.strategy, config.strategy_options())
     if config.checker:
         get_checker(config.checker)
+    if strategy.opt.select == "verifier" and config.strategy == "best-of-n" and not all(map(has_verifier, problems)):
+        raise InvalidParameterError("--select verifier needs a suite whose problems have a solution verifier "
+                                    "(puzzles, numbers); elsewhere it would read the answer key", "select")
     messages(problems[0], config.prompt_style)  # validates the style
+    shots_of(config, problems)  # validates --shots
+    parse_tool_names(config.tools)  # validates --tools
     return problems, warnings, strategy
+
+
+def shots_of(config: RunConfig, problems) -> list:
+    return load_shots(config.suite, config.shots, difficulty=config.difficulty, seed=config.seed,
+                      number_format=config.number_format, categories=config.categories or None, exclude=problems)
+
+
+def chat(config: RunConfig, problem, shots) -> list[dict]:
+    """The messages a problem is asked with: the tools' exemplars, shots from the suite, the problem."""
+    preamble = exemplar_messages(config.tools) if config.exemplars_on else []
+    return messages(problem, config.prompt_style, shots, preamble)
+
+
+def with_tools(config: RunConfig, backend: Backend) -> Backend:
+    """The backend the strategy sees: with the client-side tool loop when the run has tools."""
+    return ToolBackend(backend, get_tools(config.tools)) if config.tools else backend
 
 
 def execute(config: RunConfig, backend: Backend, store, run_id: int | None = None, on_progress=None) -> int:
     """Run (or continue) a run; returns its id.  on_progress(done, total, stats) after each problem."""
     problems, _, strategy = prepare(config)
+    shots = shots_of(config, problems)
+    backend = with_tools(config, backend)
     model = backend.model_info()
     if run_id is None:
         run_id = store.create_run(config.to_dict(), model, __version__, len(problems))
@@ -64,7 +89,7 @@ def execute(config: RunConfig, backend: Backend, store, run_id: int | None = Non
                 continue
             t0 = time.perf_counter()
             before = backend.usage
-            prompt_ids = backend.encode_chat(messages(problem, config.prompt_style))
+            prompt_ids = backend.encode_chat(chat(config, problem, shots))
             outcome = strategy.solve(backend, prompt_ids, Judge(problem, checker), derive_seed(config.seed, problem.id))
             outcome.usage = backend.usage - before
             wall = time.perf_counter() - t0

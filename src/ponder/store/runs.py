@@ -139,7 +139,9 @@ class RunStore:
             "SELECT COUNT(*) AS done, AVG(score) AS accuracy, AVG(coverage) AS coverage, "
             "COALESCE(SUM(generated_tokens), 0) AS generated_tokens, COALESCE(SUM(prompt_tokens), 0) AS prompt_tokens, "
             "COALESCE(SUM(cached_tokens), 0) AS cached_tokens, COALESCE(SUM(forked_tokens), 0) AS forked_tokens, "
-            "COALESCE(SUM(n_samples), 0) AS samples, COALESCE(SUM(wall_s), 0) AS wall_s "
+            "COALESCE(SUM(n_samples), 0) AS samples, COALESCE(SUM(wall_s), 0) AS wall_s, "
+            "COALESCE(SUM(json_extract(info, '$.tool_tokens')), 0) AS tool_tokens, "
+            "COALESCE(SUM(json_extract(info, '$.tool_calls')), 0) AS tool_calls "
             "FROM problems WHERE run_id = ?", (run_id,)).fetchone()
         run.update(dict(row))
         run["saved_tokens"] = run["cached_tokens"] + run["forked_tokens"]
@@ -155,7 +157,8 @@ class RunStore:
                 (run_id, idx, problem.id, problem.category, problem.question, problem.answer, outcome.answer,
                  outcome.score, int(outcome.coverage), len(outcome.attempts), u.requests, u.prompt_tokens,
                  u.cached_tokens, u.forked_tokens, u.generated_tokens, wall_s,
-                 json.dumps({**outcome.info, "pass_at_k": outcome.pass_at_k, "usage_estimated": u.estimated},
+                 json.dumps({**outcome.info, "pass_at_k": outcome.pass_at_k, "usage_estimated": u.estimated,
+                             **({"tool_tokens": u.tool_tokens, "tool_calls": u.tool_calls} if u.tool_calls else {})},
                             default=str)))
             self.db.execute("DELETE FROM samples WHERE run_id = ? AND problem_idx = ?", (run_id, idx))
             self.db.executemany(

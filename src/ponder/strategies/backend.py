@@ -24,6 +24,8 @@ class Usage:
     cached_tokens: int = 0  # of prompt_tokens, not recomputed (prefix cache)
     forked_tokens: int = 0  # prompt tokens the forked samples did not prefill again
     generated_tokens: int = 0
+    tool_tokens: int = 0  # forced tokens of tool results (and re-encoded triggers): not generated, not prompt
+    tool_calls: int = 0
     estimated: bool = False  # cached_tokens is our estimate, the backend did not report it
 
     @property
@@ -53,11 +55,20 @@ class Usage:
 
 @dataclass
 class Sample:
-    token_ids: list[int]  # generated ids, without a final end-of-sequence token
+    token_ids: list[int]  # generated ids (and forced tool ids), without a final end-of-sequence token
     text: str
-    logprobs: list[float]  # the model's own log-probability of each of token_ids
+    logprobs: list[float]  # the model's own log-probability of each of its generated token_ids (never tool tokens)
     finish_reason: str  # "eos": the model ended its answer; "stop": a stop string; "length"
     generated: int = 0  # tokens generated, including a final end-of-sequence token
+    tool_mask: list[bool] | None = None  # with tools: True for each forced (tool) token of token_ids
+    tool_calls: list[dict] = field(default_factory=list)  # with tools: each call and its result
+
+    @property
+    def tool_info(self) -> dict:
+        """What a record of this sample says about its tool use (nothing without tools)."""
+        if self.tool_mask is None:
+            return {}
+        return {"tool_calls": self.tool_calls, "tool_tokens": sum(self.tool_mask)}
 
     @property
     def ended(self) -> bool:
@@ -87,6 +98,10 @@ class Backend(ABC):
 
     @abstractmethod
     def decode(self, token_ids: list[int]) -> str: ...
+
+    def encode(self, text: str) -> list[int]:
+        """The ids of a piece of text, without a beginning-of-sequence token (for forced tool text)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot encode text")
 
     @abstractmethod
     def generate(self, prompts: list[list[int]], params: SamplingParams | list[SamplingParams]) -> list[Generation]:
@@ -123,6 +138,9 @@ class EngineBackend(Backend):
 
     def decode(self, token_ids):
         return self.engine.tokenizer.decode(token_ids)
+
+    def encode(self, text):
+        return self.engine.tokenizer.encode(text, add_bos=False)
 
     def warm(self, prompt_ids):
         # scoring computes every prompt position and leaves the blocks in the prefix cache

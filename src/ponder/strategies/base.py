@@ -6,11 +6,14 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ponder.checkers import Checker, get_checker
+from ponder.checkers import Checker
+from ponder.checkers.extract import marked_segment
 from ponder.engine.sampling_params import SamplingParams
 from ponder.strategies.backend import Backend, Usage
 from ponder.strategies.voting import pass_at_k_table
 from ponder.tasks.problem import Problem
+from ponder.tasks.verify import checker_for, has_verifier
+from ponder.tools import answer_view
 
 
 def derive_seed(*parts) -> int:
@@ -33,7 +36,7 @@ class Options:
     confidence: float = 0.95  # adaptive-majority: stop when the leader wins with this posterior probability
     m: int = 3  # short-m@k: vote among the first m to finish
     chunk: int = 8  # short-m@k: tokens per lockstep round
-    select: str = "logprob"  # best-of-n: oracle | logprob | weighted
+    select: str = "logprob"  # best-of-n: oracle | logprob | weighted | verifier
     beam_width: int = 2
     expand: int = 3  # beam: candidates per beam per step
     probe_tokens: int = 6  # beam: tokens generated before early rejection
@@ -56,14 +59,30 @@ class Options:
 
 
 class Judge:
-    """Reads and grades answers to one problem."""
+    """Reads and grades answers to one problem: with its solution verifier if it has one (no answer key
+    needed, so a strategy may use the verdict to choose), else by its checker against the reference."""
 
     def __init__(self, problem: Problem, checker: Checker | None = None):
         self.problem = problem
-        self.checker = checker or get_checker(problem.kind)
+        self.checker = checker_for(problem, checker)
 
-    def check(self, text: str) -> tuple[str | None, bool]:
-        return self.checker.check(text, self.problem.answer)
+    @property
+    def verifiable(self) -> bool:
+        """True when check() needs no answer key: a strategy may act on its verdict."""
+        return has_verifier(self.problem)
+
+    def check(self, text: str, tool_calls: list[dict] | None = None) -> tuple[str | None, bool]:
+        """(answer, correct?).  For a sample that had tools (tool_calls not None), programs and tool
+        errors are not read as answers, and an unmarked numeric answer is the last tool result: a
+        small model often runs on after a spliced value ("= 0.1" becoming "= 0.16"), and the tool's
+        value is the one computed exactly."""
+        if tool_calls is None:
+            return self.checker.check(text, self.problem.answer)
+        view = answer_view(text)
+        values = [c["value"] for c in tool_calls if c.get("ok") and c.get("value") not in (None, "True", "False")]
+        if values and self.checker.kind in ("number", "list") and marked_segment(view) is None:
+            return self.checker.check(values[-1], self.problem.answer)
+        return self.checker.check(view, self.problem.answer)
 
     def key(self, answer: str | None):
         return self.checker.key(answer)
@@ -109,7 +128,8 @@ def mean(xs) -> float:
 
 def attempt(judge: Judge, index: int, token_ids: list[int], text: str, logprobs: list[float],
             finish_reason: str, generated: int, **info) -> Attempt:
-    answer, ok = judge.check(text)
+    """An Attempt from a sample's parts; info["tool_calls"] (a sample that had tools) changes how it is read."""
+    answer, ok = judge.check(text, info.get("tool_calls"))
     return Attempt(index, list(token_ids), text, answer, ok, generated, mean(logprobs), finish_reason, info=info)
 
 
@@ -128,5 +148,5 @@ class Strategy:
     def _samples(self, backend: Backend, prompt_ids, judge, n: int, seed: int, start: int = 0) -> list[Attempt]:
         """n samples forked from one prefill."""
         [gen] = backend.generate([prompt_ids], self.opt.sampling(n=n, seed=seed, first_sample=start))
-        return [attempt(judge, start + i, s.token_ids, s.text, s.logprobs, s.finish_reason, s.generated)
+        return [attempt(judge, start + i, s.token_ids, s.text, s.logprobs, s.finish_reason, s.generated, **s.tool_info)
                 for i, s in enumerate(gen.samples)]

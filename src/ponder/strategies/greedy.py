@@ -12,6 +12,6 @@ class Greedy(Strategy):
     def solve(self, backend, prompt_ids, judge, seed):
         [gen] = backend.generate([prompt_ids], self.opt.sampling(temperature=0.0, n=1, seed=seed))
         s = gen.samples[0]
-        a = attempt(judge, 0, s.token_ids, s.text, s.logprobs, s.finish_reason, s.generated)
+        a = attempt(judge, 0, s.token_ids, s.text, s.logprobs, s.finish_reason, s.generated, **s.tool_info)
         a.selected = True
         return Outcome(a.answer, float(a.correct), [a])

@@ -102,6 +102,9 @@ class OpenAIBackend(Backend):
             return self.tokenizer.decode(token_ids)
         return self._post(self.root + "/detokenize", {"model": self.model, "tokens": list(token_ids)})["prompt"]
 
+    def encode(self, text: str) -> list[int]:
+        return self._encode_text(text)
+
     def _encode_text(self, text: str) -> list[int]:
         if self.tokenizer is not None:
             return self.tokenizer.encode(text, add_bos=False)

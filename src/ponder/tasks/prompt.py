@@ -13,8 +13,11 @@ from ponder.tasks.problem import Problem
 _DIRECT = {"number": "Answer with just the number.",
            "fraction": "Answer with just the fraction.",
            "list": "Answer with just the numbers, separated by commas.",
+           "factors": "Answer with just the product, like 2 * 2 * 3.",
+           "moves": "Write only the moves, one per line.",
            "text": "Answer with just the final answer."}
-_FINAL = {"number": "N", "fraction": "the fraction", "list": "the numbers, separated by commas", "text": "the answer"}
+_FINAL = {"number": "N", "fraction": "the fraction", "list": "the numbers, separated by commas",
+          "factors": "the product, like 2 * 2 * 3", "moves": "the moves, one per line", "text": "the answer"}
 PROMPT_STYLES = {"direct": "the question and 'Answer with just the number.' (or list, fraction)",
                  "steps": "think step by step, one step per line, then 'The answer is N.'"}
 
@@ -28,5 +31,18 @@ def instruction(problem: Problem, style: str = "direct") -> str:
     raise InvalidParameterError(f"unknown prompt style {style!r}; valid: {', '.join(PROMPT_STYLES)}", "prompt_style")
 
 
-def messages(problem: Problem, style: str = "direct") -> list[dict]:
-    return [{"role": "user", "content": f"{problem.question} {instruction(problem, style)}"}]
+def messages(problem: Problem, style: str = "direct", shots: list[Problem] = (),
+             preamble: list[dict] = ()) -> list[dict]:
+    """The chat for one problem: `preamble` (e.g. a tool's exemplars), then each shot as a user turn
+    and its reference answer as the assistant's, then the problem."""
+    out = list(preamble)
+    for s in shots:
+        out += [{"role": "user", "content": f"{s.question} {instruction(s, style)}"},
+                {"role": "assistant", "content": shot_answer(s, style)}]
+    return out + [{"role": "user", "content": f"{problem.question} {instruction(problem, style)}"}]
+
+
+def shot_answer(problem: Problem, style: str) -> str:
+    if problem.answer_form == "moves" or style == "direct":
+        return problem.answer
+    return f"The answer is {problem.answer}."

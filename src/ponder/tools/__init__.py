@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from ponder.errors import InvalidParameterError
 from ponder.tools.base import Tool, ToolCall, ToolResult
-from ponder.tools.calc import CalcTool
-from ponder.tools.python import PythonTool
+from ponder.tools.calc import CalcTool, strip_errors
+from ponder.tools.exemplars import exemplar_messages
+from ponder.tools.python import PythonTool, strip_programs
 
 TOOLS: dict[str, type[Tool]] = {t.name: t for t in (CalcTool, PythonTool)}
 
-__all__ = ["TOOLS", "Tool", "ToolCall", "ToolResult", "get_tools", "parse_tool_names"]
+__all__ = ["TOOLS", "Tool", "ToolCall", "ToolResult", "answer_view", "exemplar_messages", "get_tools",
+           "parse_tool_names"]
 
 
 def parse_tool_names(spec) -> list[str]:
@@ -31,3 +33,9 @@ def parse_tool_names(spec) -> list[str]:
 
 def get_tools(spec) -> list[Tool]:
     return [TOOLS[n]() for n in parse_tool_names(spec)]
+
+
+def answer_view(text: str) -> str:
+    """The answer as read for extraction: programs and tool error texts left out (their numbers are
+    not answers), tool results kept (they usually are)."""
+    return strip_errors(strip_programs(text))

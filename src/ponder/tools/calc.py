@@ -245,6 +245,14 @@ def find_expression(line: str) -> str | None:
     return None
 
 
+_ERROR_TEXT = re.compile(r" \(calc error: [^)]*\)")
+
+
+def strip_errors(text: str) -> str:
+    """The text without calc's error texts (whose numbers, like a limit, are not answers)."""
+    return _ERROR_TEXT.sub("", text)
+
+
 class CalcTool(Tool):
     """The calc tool: "=" after an expression gets the expression's exact value."""
 

@@ -25,6 +25,12 @@ from ponder.tools.base import Tool, ToolCall, ToolResult
 from ponder.tools.sandbox import Limits, run_python
 
 _OPEN = re.compile(r"(?:python|py|python3)[ \t]*\n")
+_PROGRAM = re.compile(r"```(?:python|py|python3)[ \t]*\n.*?(?:```|$)", re.DOTALL)
+
+
+def strip_programs(text: str) -> str:
+    """The text without its python blocks (their output blocks stay)."""
+    return _PROGRAM.sub("", text)
 
 
 def open_block(text: str) -> str | None:
@@ -50,7 +56,7 @@ class PythonTool(Tool):
 
     def run(self, call):
         r = run_python(call.source, self.limits)
-        out = r.output.rstrip("\n")
+        out = r.output.rstrip("\n").replace("<|", "< |")  # printed text never becomes a special token
         if r.truncated:
             out += "\n[output truncated]"
         if r.timed_out:

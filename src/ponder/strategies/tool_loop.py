@@ -1,0 +1,168 @@
+"""ToolBackend: the client-side tool loop, so any strategy can use tools with any backend.
+
+It wraps a Backend and changes one thing: `generate` decodes with each tool's trigger as an extra
+stop string.  When a sample stops at a trigger, the tool reads its call out of the text so far and
+runs; the trigger and the tool's output are appended to the sample as *forced* tokens, and the
+sample continues as a new request whose prompt is prompt + everything so far (the prefix cache
+of the local engine, or of a server that has one, recomputes none of it).  This is what a remote
+server without ponder's tool support gets, and it gives the same text on every backend.
+
+- Forced tokens are marked: `Sample.tool_mask` is True for them, `Sample.logprobs` holds only
+  the model's own tokens (so likelihood scores leave tool output out), and `Usage.tool_tokens`
+  counts them apart from generated tokens.  `max_tokens` budgets the model's tokens only.
+- Determinism: the first round is the plain request (n samples forked from one prefill); round r
+  of sample i continues with seed derive_seed(seed, "tool", first_sample + i, r), whatever else
+  is in the batch.
+- A tool's error or timeout is text for the model (the tool never raises); after MAX_CALLS calls a
+  sample's triggers are ignored, so no sample loops forever.  A call made with the last token of
+  the budget still gets its result spliced (forced tokens cost no budget); then the sample ends.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, replace
+
+from ponder.strategies.backend import Backend, Generation, Sample, Usage
+from ponder.tools import Tool
+
+MAX_CALLS = 8
+
+
+def _seed(*parts) -> int:
+    h = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(h, "little") >> 1
+
+
+@dataclass
+class _Run:
+    """One sample in progress."""
+
+    index: int  # sample number within its request's seed stream
+    ids: list[int] = field(default_factory=list)  # generated and forced, in order
+    mask: list[bool] = field(default_factory=list)  # True for forced (tool) tokens
+    logprobs: list[float] = field(default_factory=list)  # of the model's tokens only
+    text: str = ""
+    generated: int = 0
+    model_tokens: int = 0
+    calls: list[dict] = field(default_factory=list)
+    finish: str = "length"
+    rounds: int = 0
+
+
+class ToolBackend(Backend):
+    """A Backend whose samples may call tools (see the module docstring)."""
+
+    def __init__(self, inner: Backend, tools: list[Tool]):
+        self.inner, self.tools = inner, list(tools)
+        self.triggers = {t.trigger: t for t in self.tools}
+        self._tool = Usage()  # only tool_tokens and tool_calls
+
+    @property
+    def usage(self) -> Usage:
+        u = self.inner.usage
+        return replace(u, tool_tokens=u.tool_tokens + self._tool.tool_tokens,
+                       tool_calls=u.tool_calls + self._tool.tool_calls)
+
+    def model_info(self):
+        return self.inner.model_info()
+
+    def encode_chat(self, messages):
+        return self.inner.encode_chat(messages)
+
+    def encode(self, text):
+        return self.inner.encode(text)
+
+    def decode(self, token_ids):
+        return self.inner.decode(token_ids)
+
+    def score(self, tokens, start):
+        return self.inner.score(tokens, start)
+
+    def warm(self, prompt_ids):
+        return self.inner.warm(prompt_ids)
+
+    def generate(self, prompts, params):
+        per = [p.with_seed() for p in (params if isinstance(params, list) else [params] * len(prompts))]
+        stops = tuple(self.triggers)
+        first = self.inner.generate(prompts, [replace(p, stop=tuple(dict.fromkeys(p.stop + stops))) for p in per])
+        runs = [[_Run(p.first_sample + i) for i in range(len(g.samples))] for p, g in zip(per, first)]
+        pending = []  # (request, run, sample just generated)
+        for r, (g, rs) in enumerate(zip(first, runs)):
+            pending += [(r, run, s) for run, s in zip(rs, g.samples)]
+        while pending:
+            todo = []
+            for r, run, s in pending:
+                if self._absorb(run, s, per[r]):
+                    todo.append((r, run))
+            if not todo:
+                break
+            conts = [list(prompts[r]) + run.ids for r, run in todo]
+            cparams = [replace(per[r], n=1, first_sample=0, seed=_seed(per[r].seed, "tool", run.index, run.rounds),
+                               max_tokens=per[r].max_tokens - run.model_tokens,
+                               stop=tuple(dict.fromkeys(per[r].stop + stops)))
+                       for r, run in todo]
+            gens = self.inner.generate(conts, cparams)
+            pending = [(r, run, g.samples[0]) for (r, run), g in zip(todo, gens)]
+        out = []
+        for g, rs in zip(first, runs):
+            samples = [Sample(run.ids, run.text, run.logprobs, run.finish, run.generated, tool_mask=run.mask,
+                              tool_calls=run.calls) for run in rs]
+            out.append(Generation(g.prompt_ids, samples, g.usage))
+        return out
+
+    def _absorb(self, run: _Run, s: Sample, params) -> bool:
+        """Add a round's sample to the run; True when it stopped at a tool trigger and should continue."""
+        run.rounds += 1
+        run.generated += s.generated
+        run.finish = s.finish_reason
+        trigger = self._trigger(s, params)
+        if trigger is None:
+            self._keep(run, s.token_ids, s.logprobs, s.text)
+            return False
+        tool = self.triggers[trigger]
+        before = run.text + s.text
+        splice = trigger
+        if len(run.calls) < MAX_CALLS:
+            call = tool.find_call(before)
+            if call is not None:
+                res = tool.run(call)
+                run.calls.append({**res.to_dict(), "at_token": len(run.ids)})
+                self._tool.tool_calls += 1
+                splice += res.output
+        # keep the model's tokens up to the trigger; a token that runs past it is re-encoded as forced text
+        target = s.text + trigger
+        k = len(s.token_ids)
+        while k and not target.startswith(self.inner.decode(s.token_ids[:k])):
+            k -= 1
+        kept = self.inner.decode(s.token_ids[:k])
+        self._keep(run, s.token_ids[:k], s.logprobs[:k], kept)
+        forced_text = target[len(kept):] + splice[len(trigger):]
+        forced = self.inner.encode(forced_text) if forced_text else []
+        run.ids += forced
+        run.mask += [True] * len(forced)
+        run.text += forced_text
+        self._tool.tool_tokens += len(forced)
+        if run.model_tokens >= params.max_tokens:  # out of budget: the result is spliced, the answer ends
+            return False
+        run.finish = "length"
+        return True
+
+    @staticmethod
+    def _keep(run: _Run, ids, logprobs, text):
+        run.ids += list(ids)
+        run.mask += [False] * len(ids)
+        run.logprobs += list(logprobs)
+        run.text += text
+        run.model_tokens += len(ids)
+
+    def _trigger(self, s: Sample, params) -> str | None:
+        """The tool trigger the sample stopped at, if it stopped at one (not at a stop string of its own)."""
+        if s.finish_reason != "stop":
+            return None
+        full = self.inner.decode(s.token_ids)
+        rest = full[len(s.text):] if full.startswith(s.text) else ""
+        for t in sorted(self.triggers, key=len, reverse=True):
+            if rest.startswith(t):
+                return None if any(rest.startswith(u) for u in params.stop) else t
+        return None
