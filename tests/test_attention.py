@@ -1,45 +1,48 @@
-"""Paged attention against a float64 reference, and shared-prefix grouping bit for bit."""
+"""Paged attention against a float64 reference, shared-prefix grouping bit for bit, and the IR
+fold of every back end and block size against the scalar fold."""
 
 import numba
 import numpy as np
 import pytest
 
 from ponder.kernels import attention
+from ponder.kernels import isa as ISA
 
 BS, D, KVH, G = 16, 64, 3, 3  # block size, head dim, kv heads, query heads per kv head
 
 
-def setup(ctx_lens, shared_prefix=0, seed=0, d=D):
+def setup(ctx_lens, shared_prefix=0, seed=0, d=D, bs=BS):
     """One sequence per context length; the first `shared_prefix` blocks are shared physical blocks."""
     rng = np.random.default_rng(seed)
     n = len(ctx_lens)
-    width = max(-(-c // BS) for c in ctx_lens)
+    width = max(-(-c // bs) for c in ctx_lens)
     tables = np.zeros((n, width), np.int32)
     next_block = shared_prefix
     for s, c in enumerate(ctx_lens):
-        for b in range(-(-c // BS)):
+        for b in range(-(-c // bs)):
             if b < shared_prefix:
                 tables[s, b] = b
             else:
                 tables[s, b] = next_block
                 next_block += 1
-    k_pool = rng.standard_normal((next_block, KVH, d, BS)).astype(np.float32)
-    v_pool = rng.standard_normal((next_block, KVH, BS, d)).astype(np.float32)
+    k_pool = rng.standard_normal((next_block, KVH, d, bs)).astype(np.float32)
+    v_pool = rng.standard_normal((next_block, KVH, bs, d)).astype(np.float32)
     q = rng.standard_normal((n, KVH * G, d)).astype(np.float32)
     return q, k_pool, v_pool, tables, np.arange(n, dtype=np.int32), np.array(ctx_lens, np.int32)
 
 
-def run(q, k_pool, v_pool, tables, rows, ctx, groups, scalar=False):
+def run(q, k_pool, v_pool, tables, rows, ctx, groups, scalar=False, isa=None):
     out = np.full_like(q, np.nan)
     attention.paged_attention(q, k_pool, v_pool, tables, rows, ctx, np.float32(q.shape[2] ** -0.5), out, *groups,
-                              scalar=scalar)
+                              scalar=scalar, isa=isa)
     return out
 
 
 def reference(q, k_pool, v_pool, tables, rows, ctx):
+    bs = k_pool.shape[3]
     out = np.zeros(q.shape)
     for t in range(len(q)):
-        blocks = tables[rows[t], : -(-ctx[t] // BS)]
+        blocks = tables[rows[t], : -(-ctx[t] // bs)]
         k = np.concatenate([k_pool[b].transpose(0, 2, 1) for b in blocks], axis=1)[:, : ctx[t]].astype(np.float64)
         v = np.concatenate([v_pool[b] for b in blocks], axis=1)[:, : ctx[t]].astype(np.float64)
         for h in range(q.shape[1]):
@@ -108,20 +111,49 @@ def test_token_bits_independent_of_batch():
         np.testing.assert_array_equal(alone[0], full[t])
 
 
-@pytest.mark.parametrize("d", [64, 128])
-def test_ir_kernel_equals_scalar_fold(d):
-    """The LLVM IR kernels and the scalar Numba fold run the same operations: same bits."""
+# One back end per distinct attention tiling (the 256-bit sets share theirs).
+ATT_ISAS = ["avx512_vnni", "avx2"]
+
+
+def need(isa):
+    if not ISA.supported(isa):
+        pytest.skip(f"this CPU cannot run {isa}")
+
+
+@pytest.mark.parametrize("isa", ATT_ISAS)
+@pytest.mark.parametrize("d,bs", [(64, 16), (128, 16), (64, 32)])
+def test_ir_kernel_equals_scalar_fold(isa, d, bs):
+    """The LLVM IR kernels and the scalar Numba fold run the same operations: same bits,
+    for head dims 64 and 128 and block sizes other than the vector width."""
+    need(isa)
+    assert attention.uses_ir(d, bs, isa)   # never a silent fallback to the scalar fold
     ctx = [1, 15, 16, 17, 70, 75, 66, 90, 64, 81, 300]
-    args = setup(ctx, shared_prefix=1, seed=3, d=d)
-    for groups in (attention.singleton_groups(len(ctx)), attention.prefix_groups(args[3], args[4], args[5], BS)):
-        np.testing.assert_array_equal(run(*args, groups), run(*args, groups, scalar=True))
-    np.testing.assert_allclose(run(*args, attention.singleton_groups(len(ctx))), reference(*args),
+    args = setup(ctx, shared_prefix=1, seed=3, d=d, bs=bs)
+    for groups in (attention.singleton_groups(len(ctx)), attention.prefix_groups(args[3], args[4], args[5], bs)):
+        np.testing.assert_array_equal(run(*args, groups, isa=isa), run(*args, groups, scalar=True))
+    np.testing.assert_allclose(run(*args, attention.singleton_groups(len(ctx)), isa=isa), reference(*args),
                                rtol=1e-5, atol=1e-5)
 
 
-def test_other_head_dim_uses_scalar_fold():
-    args = setup([5, 40, 33], d=32)
-    np.testing.assert_allclose(run(*args, attention.singleton_groups(3)), reference(*args), rtol=1e-5, atol=1e-5)
+def test_back_ends_agree_with_block_size_8():
+    ctx = [3, 8, 9, 40]
+    args = setup(ctx, seed=5, bs=8)
+    want = run(*args, attention.singleton_groups(len(ctx)), scalar=True)
+    for isa in ATT_ISAS:
+        if ISA.supported(isa):
+            assert attention.uses_ir(64, 8, isa)
+            np.testing.assert_array_equal(run(*args, attention.singleton_groups(len(ctx)), isa=isa), want)
+    np.testing.assert_allclose(want, reference(*args), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("d", [32, 36])
+def test_other_head_dims(d):
+    """d=32 runs the IR fold, d=36 (not a multiple of 8) the scalar one; both are right."""
+    assert attention.uses_ir(32, BS) and not attention.uses_ir(36, BS)
+    args = setup([5, 40, 33], d=d)
+    got = run(*args, attention.singleton_groups(3))
+    np.testing.assert_array_equal(got, run(*args, attention.singleton_groups(3), scalar=True))
+    np.testing.assert_allclose(got, reference(*args), rtol=1e-5, atol=1e-5)
 
 
 def test_same_bits_with_one_or_two_threads():

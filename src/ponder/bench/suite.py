@@ -13,9 +13,11 @@ from ponder.bench import machine, speed
 
 
 def _header(kind: str, model, threads: int) -> dict:
+    from ponder.kernels import isa
+
     info = machine.cpu_info()
     return {"benchmark": kind, "model": model.name, "file": model.path, "threads": threads,
-            "cpu": info["name"], "vnni": info["vnni"], "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+            "cpu": info["name"], "vnni": info["vnni"], "isa": isa.describe(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
 
 
 def run_speed(kind: str, model_name: str, threads: int, vs: str | None, tokens: int, repeats: int) -> dict:
@@ -169,7 +171,7 @@ def print_report(out: dict) -> None:
 
     console = Console()
     console.print(f"[bold]ponder bench {out['benchmark']}[/bold]  {out['model']}  threads={out['threads']}  "
-                  f"{out['cpu']}  {out['date']}")
+                  f"{out['cpu']}  isa={out.get('isa', '?')}  {out['date']}")
     if "memory_bandwidth_GBs" in out:
         console.print(f"memory read bandwidth (measured): {out['memory_bandwidth_GBs']:.1f} GB/s")
     if out["benchmark"] == "parallel":
