@@ -15,9 +15,19 @@ def tiny_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_llama(tiny_dir):
-    """(weights, config) of a tiny random llama; F32 GGUF and F32 HF copies on disk."""
-    w, cfg = random_weights("llama")
+    """(weights, config) of a tiny random llama; F32 GGUF and F32 HF copies on disk.
+
+    Head dimension 64, as in real models, so the engine, strategy and server tests run the IR attention.
+    """
+    w, cfg = random_weights("llama", dim=128, n_heads=2, n_kv_heads=1)
     return w, cfg, write_gguf(tiny_dir / "llama-f32.gguf", w, cfg), write_hf(str(tiny_dir / "llama-hf"), w, cfg)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_small_head(tiny_dir):
+    """A tiny llama with head dimension 16: attention takes the scalar fold (no IR kernel for it)."""
+    w, cfg = random_weights("llama")
+    return w, cfg, write_gguf(tiny_dir / "llama-small-head.gguf", w, cfg)
 
 
 @pytest.fixture(scope="session")

@@ -120,20 +120,16 @@ def test_engine_results_independent_of_setup(default_model, reference_runs, whic
     params = PARAMS[which]
     kwargs = {"budget7": {"token_budget": 7}, "budget64": {"token_budget": 64},
               "speculative": {"speculative_tokens": 4, "speculative_max_batch": 64},
-              "preempted": {"kv_blocks": 12}}.get(setup, {})
+              "preempted": {"kv_blocks": 12}, "one_thread": {"threads": 1}}.get(setup, {})
     engine = Engine(default_model, **kwargs)
     before = numba.get_num_threads()
-    try:
-        if setup == "one_thread":
-            numba.set_num_threads(1)
-        if setup == "warm_cache":
-            _run(engine, params)
-        company = {"company1": 1, "company8": 8, "company64": 64, "preempted": 6}.get(setup, 0)
-        got = _run(engine, params, company)
-    finally:
-        numba.set_num_threads(before)
+    if setup == "warm_cache":
+        _run(engine, params)
+    company = {"company1": 1, "company8": 8, "company64": 64, "preempted": 6}.get(setup, 0)
+    got = _run(engine, params, company)
+    assert numba.get_num_threads() == before  # the engine's thread count stays around its own calls
     assert got == reference_runs[which]
     if setup == "preempted":
-        assert engine.scheduler.num_preemptions > 0
+        assert engine.stats().preemptions > 0
     if setup == "warm_cache":
-        assert engine.scheduler.radix.num_nodes > 0
+        assert engine.stats().prefix_cache_nodes > 0

@@ -14,7 +14,16 @@ def engine(tiny_llama):
     return Engine(load_model(str(tiny_llama[2])))
 
 
-def test_greedy_follows_reference_and_logprobs_are_exact(engine):
+@pytest.fixture(scope="module")
+def small_head_engine(tiny_llama_small_head):
+    return Engine(load_model(str(tiny_llama_small_head[2])))
+
+
+@pytest.mark.parametrize("which", ["head64", "head16"])
+def test_greedy_follows_reference_and_logprobs_are_exact(engine, small_head_engine, which):
+    """Head dimension 64 runs the IR attention, 16 the scalar fold: both match the float64 reference."""
+    engine = engine if which == "head64" else small_head_engine
+    assert engine.config.head_dim == (64 if which == "head64" else 16)
     res = engine.generate("the cat is in", SamplingParams(temperature=0, max_tokens=8, ignore_eos=True))[0]
     assert len(res.token_ids) == 8 and res.finish_reason == "length"
     ref = ReferenceModel(engine.model.weights)
@@ -86,10 +95,11 @@ def test_small_kv_pool_preempts_and_finishes_everything(tiny_llama):
     got = tight.generate(prompts, p)
     assert [r.token_ids for r in got] == [r.token_ids for r in expect]
     assert [r.logprobs for r in got] == [r.logprobs for r in expect]
-    assert tight.scheduler.num_preemptions > 0
+    assert tight.stats().preemptions > 0
     # every block is free or held only by the prefix cache
-    assert tight.kv.num_available == tight.kv.num_blocks
-    assert set(tight.kv.ref_count[tight.kv.cached]) <= {1} and not tight.kv.ref_count[~tight.kv.cached].any()
+    assert tight.stats().kv_blocks_used == 0
+    kv = tight._kv  # the invariant itself: one reference per cached block, none on the others
+    assert set(kv.ref_count[kv.cached]) <= {1} and not kv.ref_count[~kv.cached].any()
 
 
 def test_bad_prompts_are_rejected(engine):
@@ -119,7 +129,7 @@ def test_abort_frees_blocks_and_reports(engine):
     assert engine.is_finished(rid) and not engine.has_unfinished()
     res = engine.pop_result(rid)
     assert [o.finish_reason for o in res.outputs] == ["abort", "abort"]
-    assert not engine.kv.ref_count[~engine.kv.cached].any()
+    assert engine.stats().kv_blocks_used == 0
 
 
 def test_step_events_spell_the_output(engine):
@@ -144,10 +154,8 @@ def test_samples_in_rounds_equal_one_request(engine):
 def test_fork_mid_generation_shares_blocks_and_equals_a_fresh_request(engine):
     p = SamplingParams(temperature=0.9, seed=31, max_tokens=12, ignore_eos=True)
     rid = engine.add_request("the cat is in the hat and", p)
-    for _ in range(6):
-        engine.step()
-    seq = engine._requests[rid].samples[0]
-    partial = list(seq.tokens)
+    drawn = [e.token_id for _ in range(6) for e in engine.step()]
+    partial = engine.encode_prompt("the cat is in the hat and") + drawn
     branch = SamplingParams(temperature=0.9, seed=5, max_tokens=8, ignore_eos=True)
     fid = engine.fork(rid, 0, branch)
     engine.run_until_done([rid])
@@ -156,3 +164,69 @@ def test_fork_mid_generation_shares_blocks_and_equals_a_fresh_request(engine):
     assert forked.usage["cached_tokens"] == len(partial) - 1  # nothing recomputed but the last token
     fresh = Engine(engine.model, prefix_cache=False).generate(partial, branch)[0]
     assert forked.token_ids == fresh.token_ids and forked.logprobs == fresh.logprobs
+
+
+def test_one_failing_request_does_not_fail_its_batch(engine, monkeypatch):
+    """An engine invariant: a fault in one sequence of a mixed batch fails that request only."""
+    from ponder.engine import sampler
+
+    ok = SamplingParams(temperature=0.8, seed=1, max_tokens=6, ignore_eos=True)
+    bad = SamplingParams(temperature=0.8, seed=666, max_tokens=6, ignore_eos=True, n=2)
+    expect = engine.generate(["the cat", "is it in"], ok)
+    real = sampler.sample_token
+
+    def flaky(logits, params, sample_index, position):
+        if params.seed == 666 and position > 4:  # fails mid-generation, after a few good tokens
+            raise RuntimeError("injected fault")
+        return real(logits, params, sample_index, position)
+
+    monkeypatch.setattr(sampler, "sample_token", flaky)
+    rids = [engine.add_request("the cat", ok), engine.add_request("the hat", bad), engine.add_request("is it in", ok)]
+    got = engine.run_until_done(rids)
+    assert isinstance(got[1].error, RuntimeError) and "error" in [o.finish_reason for o in got[1].outputs]
+    assert [r.token_ids for r in (got[0], got[2])] == [r.token_ids for r in expect]
+    assert [r.logprobs for r in (got[0], got[2])] == [r.logprobs for r in expect]
+    assert got[0].error is None and got[2].error is None
+    assert engine.stats().kv_blocks_used == 0 and not engine.has_unfinished()
+    with pytest.raises(RuntimeError, match="injected"):  # generate() raises the failure itself
+        engine.generate("the hat", bad)
+
+
+def test_tiny_temperatures_behave_like_greedy(engine):
+    greedy = engine.generate("the cat", SamplingParams(temperature=0, max_tokens=6, ignore_eos=True))[0]
+    for extra in ({}, {"min_p": 0.5}, {"top_p": 0.5}, {"top_k": 3}):
+        for t in (1e-30, 1e-40, 5e-324):
+            got = engine.generate("the cat", SamplingParams(temperature=t, seed=1, max_tokens=6, ignore_eos=True,
+                                                            **extra))[0]
+            assert got.token_ids == greedy.token_ids, (t, extra)
+
+
+def test_a_request_too_long_for_the_kv_pool_is_refused_before_any_work(tiny_llama):
+    from ponder.errors import ContextLengthError
+
+    small = Engine(load_model(str(tiny_llama[2])), kv_blocks=2, block_size=16)
+    with pytest.raises(ContextLengthError, match="KV pool"):
+        small.check_prompt(list(range(10, 50)))
+    with pytest.raises(ContextLengthError, match="KV pool"):
+        small.add_request(list(range(10, 50)), SamplingParams(max_tokens=1))
+    with pytest.raises(ContextLengthError, match="KV pool"):
+        small.score(list(range(10, 50)))
+    assert small.stats().steps == 0 and not small.has_unfinished()
+
+
+def test_scoring_is_batched_with_generation_and_matches_generation(engine):
+    p = SamplingParams(temperature=0.7, seed=3, max_tokens=8, ignore_eos=True)
+    gen = engine.generate("the cat is", p)[0]
+    other = engine.add_request("is it in the hat", p)
+    sid = engine.add_score(gen.prompt_token_ids + gen.token_ids, len(gen.prompt_token_ids))
+    scores = engine.run_until_done([sid])[0].scores
+    assert [s["logprob"] for s in scores] == gen.logprobs and [s["token"] for s in scores] == gen.token_ids
+    assert engine.run_until_done([other])[0].token_ids == engine.generate("is it in the hat", p)[0].token_ids
+
+
+def test_info_and_stats_are_a_read_only_view(engine):
+    info = engine.info()
+    assert info.activation_bits == 16 and info.threads >= 1 and info.isa and info.kv_blocks > 0
+    assert info.fingerprint("ab").startswith("ab-ponder") and f"-t{info.threads}" in info.fingerprint("ab")
+    s = engine.stats()
+    assert s.running_requests == 0 and s.kv_blocks_total == info.kv_blocks

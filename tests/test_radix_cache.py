@@ -113,17 +113,14 @@ def test_engine_reuses_a_shared_prefix_and_gets_identical_results(tiny_llama):
     prefix = [5 + (i * 7) % 250 for i in range(100)]
     p = SamplingParams(temperature=0.8, seed=4, max_tokens=8, ignore_eos=True)
     first = warm.generate(prefix + [11, 12], p)[0]
-    rid = warm.add_request(prefix + [13, 14, 15], p)
-    seq = warm._requests[rid].samples[0]
-    second = warm.run_until_done([rid])[0]
-    assert seq.num_cached == 100  # six full blocks and the 4-token tail of the shared prefix
+    second = warm.generate(prefix + [13, 14, 15], p)[0]
+    assert second.usage["cached_tokens"] == 100  # six full blocks and the 4-token tail of the shared prefix
     assert second.token_ids == cold.generate(prefix + [13, 14, 15], p)[0].token_ids
     assert second.logprobs == cold.generate(prefix + [13, 14, 15], p)[0].logprobs
     again = warm.generate(prefix + [11, 12], p)[0]
     assert again.token_ids == first.token_ids and again.logprobs == first.logprobs
     # continuing a finished text reuses all of it: prompt and output
     cont = first.prompt_token_ids + first.token_ids
-    rid = warm.add_request(cont + [20], p)
-    seq = warm._requests[rid].samples[0]
-    assert warm.run_until_done([rid])[0].token_ids == cold.generate(cont + [20], p)[0].token_ids
-    assert seq.num_cached == len(cont) - 1  # the last sampled token was never fed through the model
+    res = warm.generate(cont + [20], p)[0]
+    assert res.token_ids == cold.generate(cont + [20], p)[0].token_ids
+    assert res.usage["cached_tokens"] == len(cont) - 1  # the last sampled token was never fed through the model

@@ -62,3 +62,37 @@ def test_invalid_params_name_the_field(kwargs, param):
     with pytest.raises(InvalidParameterError, match=param) as e:
         SamplingParams(**kwargs)
     assert e.value.param == param
+
+
+@pytest.mark.parametrize("field,value", [
+    ("temperature", float("nan")), ("temperature", float("inf")), ("temperature", -1.0), ("temperature", "hot"),
+    ("temperature", 10**400), ("top_p", float("nan")), ("top_p", 0.0), ("top_p", 1.5), ("min_p", -0.1),
+    ("min_p", float("inf")), ("top_k", -1), ("top_k", 1.5), ("max_tokens", -1), ("max_tokens", True),
+    ("n", 0), ("n", 10**6), ("first_sample", 2**64), ("first_sample", 1180591620717411303424),
+    ("first_sample", -1), ("seed", 2**63), ("seed", -1), ("seed", 1.5), ("logprobs", 21), ("logprobs", -1),
+    ("stop", [1]), ("stop_token_ids", [-3]), ("stop_token_ids", "x"), ("ignore_eos", "yes"),
+])
+def test_sampling_params_extremes_are_refused_naming_the_field(field, value):
+    from ponder.errors import InvalidParameterError
+
+    with pytest.raises(InvalidParameterError) as e:
+        SamplingParams(**{field: value})
+    assert e.value.param == field and field in str(e.value)
+
+
+def test_tiny_temperature_is_greedy_and_non_finite_logits_are_an_error():
+    from ponder.errors import SamplingError
+
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal(1000).astype(np.float32)
+    for t in (1e-30, 1e-40, 5e-324):
+        for extra in ({}, {"min_p": 0.5}, {"top_p": 0.5}, {"top_k": 5}):
+            p = SamplingParams(temperature=t, seed=3, **extra)
+            assert sampler.sample_token(logits, p, 0, 7) == int(np.argmax(logits))
+    huge = SamplingParams(temperature=1e300, seed=3)  # the other limit: uniform, still a real token
+    assert 0 <= sampler.sample_token(logits, huge, 0, 7) < 1000
+    bad = logits.copy()
+    bad[3] = np.nan
+    for p in (SamplingParams(temperature=0), SamplingParams(temperature=1e-40, seed=1), SamplingParams(seed=1)):
+        with pytest.raises(SamplingError):
+            sampler.sample_token(bad, p, 0, 7)

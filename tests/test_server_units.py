@@ -85,7 +85,11 @@ def test_parse_completion_fields():
 
 @pytest.mark.parametrize("field", sorted(protocol.IGNORED))
 def test_ignored_fields(field):
-    protocol.parse_chat({"messages": [{"role": "user", "content": "x"}], field: "anything"}, 256)
+    """An ignored field is accepted and changes nothing in the parsed request."""
+    body = {"messages": [{"role": "user", "content": "x"}], "temperature": 0.5, "seed": 3}
+    assert protocol.parse_chat({**body, field: "anything"}, 256) == protocol.parse_chat(body, 256)
+    completion = {"prompt": "x", "max_tokens": 3}
+    assert protocol.parse_completion({**completion, field: 1}, 256) == protocol.parse_completion(completion, 256)
 
 
 @pytest.mark.parametrize("field", sorted(protocol.NEUTRAL_ONLY))

@@ -1,5 +1,6 @@
 """Every strategy on a tiny random model through the real engine, and the voting arithmetic."""
 
+import math
 from collections import Counter
 
 import pytest
@@ -99,7 +100,19 @@ def test_best_of_n_selectors(tiny_backend, problem):
     assert chosen.mean_logprob == max(a.mean_logprob for a in lp.attempts)
     oracle = _solve(tiny_backend, problem, "best-of-n", select="oracle")
     assert oracle.score == float(oracle.coverage)
-    assert _solve(tiny_backend, problem, "best-of-n", select="weighted").info["select"] == "weighted"
+    # weighted: the chosen answer has the largest exp(mean logprob) total over distinct paths
+    weighted = _solve(tiny_backend, problem, "best-of-n", select="weighted", samples=8, max_tokens=16)
+    judge, seen, totals = Judge(problem), set(), {}
+    for a in weighted.attempts:
+        key = judge.key(a.answer) if tuple(a.token_ids) not in seen else None
+        seen.add(tuple(a.token_ids))
+        if key is not None:
+            totals[key] = totals.get(key, 0.0) + (math.exp(a.mean_logprob) if a.token_ids else 0.0)
+    chosen = next(a for a in weighted.attempts if a.selected)
+    if totals:
+        assert totals[judge.key(chosen.answer)] == max(totals.values())
+    else:  # no sample gave an answer: the first is shown
+        assert chosen is weighted.attempts[0]
     with pytest.raises(InvalidParameterError, match="valid: oracle, logprob, weighted"):
         make_strategy("best-of-n", Options(select="longest"))
 

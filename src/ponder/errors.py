@@ -44,3 +44,10 @@ class InvalidParameterError(PonderError):
     def __init__(self, message: str, param: str | None = None):
         super().__init__(message)
         self.param = param
+
+
+class SamplingError(PonderError):
+    """A token could not be drawn (non-finite logits): the request fails, the others go on."""
+
+    http_status = 500
+    code = "sampling_failed"

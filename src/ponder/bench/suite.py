@@ -12,31 +12,31 @@ import numpy as np
 from ponder.bench import machine, speed
 
 
-def _header(kind: str, model, threads: int) -> dict:
+def _header(kind: str, model, threads: int, engine=None) -> dict:
     from ponder.kernels import isa
 
     info = machine.cpu_info()
     return {"benchmark": kind, "model": model.name, "file": model.path, "threads": threads,
-            "cpu": info["name"], "vnni": info["vnni"], "isa": isa.describe(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+            "cpu": info["name"], "vnni": info["vnni"], "isa": isa.describe(engine.info().isa if engine else None),
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
 
 
 def run_speed(kind: str, model_name: str, threads: int, vs: str | None, tokens: int, repeats: int) -> dict:
     from ponder import Engine
 
-    numba.set_num_threads(threads)
     before = machine.resident_bytes()
     # no speculation: the filler prompt repeats itself, so lookup drafts would flatter the kernels
     engine = Engine.from_pretrained(model_name, threads=threads, speculative_tokens=0)
     model_rss = machine.resident_bytes() - before
     model, cfg = engine.model, engine.config
-    out = _header(kind, model, threads)
+    out = _header(kind, model, threads, engine)
     import os
 
     out["model_resident_MB"] = model_rss / 1e6
     out["model_file_MB"] = os.path.getsize(model.path) / 1e6 if os.path.isfile(model.path) else None
     bw = machine.memory_bandwidth(threads)
     peaks = machine.peak_ops(threads)
-    weight_bytes = engine.runner.nbytes()
+    weight_bytes = engine.info().weight_bytes
     flops = cfg.matmul_flops_per_token()
     out.update({"memory_bandwidth_GBs": bw / 1e9, "weight_bytes_per_token": weight_bytes,
                 "matmul_flop_per_token": flops, "peak_fp32_GFLOPs": peaks["fp32_flops"] / 1e9,
@@ -70,15 +70,14 @@ def run_parallel(model_name: str, threads: int, vs: str | None, n_seqs: int, pro
     """n samples of one prompt: ponder forks after one prefill; llama.cpp copies the prompt's KV (unified cache)."""
     from ponder import Engine, SamplingParams
 
-    numba.set_num_threads(threads)
-    engine = Engine.from_pretrained(model_name, threads=threads)
-    out = _header("parallel", engine.model, threads)
+    # no prefix cache: each run pays its prefill, with no help from the previous one
+    engine = Engine.from_pretrained(model_name, threads=threads, prefix_cache=False)
+    out = _header("parallel", engine.model, threads, engine)
     out.update({"memory_bandwidth_GBs": machine.memory_bandwidth(threads) / 1e9, "n_seqs": n_seqs,
                 "prompt_tokens": prompt_len, "new_tokens": new_tokens})
     runs, prefill = [], []
     for r in range(repeats + 1):
         ids = speed.prompt_ids(engine.tokenizer, prompt_len, 100 + r)
-        engine.scheduler.radix = None  # each run pays its prefill: no help from the previous one
         t0 = time.perf_counter()
         engine.generate(ids, SamplingParams(temperature=0, max_tokens=1))
         t1 = time.perf_counter()
@@ -110,9 +109,8 @@ def run_prefix(model_name: str, threads: int, prefix_len: int = 1000, repeats: i
     """A second request sharing a long prefix with the first: how much of its prefill is skipped."""
     from ponder import Engine, SamplingParams
 
-    numba.set_num_threads(threads)
     engine = Engine.from_pretrained(model_name, threads=threads)
-    out = _header("prefix", engine.model, threads)
+    out = _header("prefix", engine.model, threads, engine)
     rows = []
     for r in range(repeats + 1):
         prefix = speed.prompt_ids(engine.tokenizer, prefix_len, 200 + r)

@@ -16,15 +16,11 @@ class Cost:
     computed_tokens: int = 0
     flops: float = 0.0
     bytes: float = 0.0
-    spec_proposed: int = 0
-    spec_accepted: int = 0
 
     def add(self, other: Cost) -> None:
         self.computed_tokens += other.computed_tokens
         self.flops += other.flops
         self.bytes += other.bytes
-        self.spec_proposed += other.spec_proposed
-        self.spec_accepted += other.spec_accepted
 
 
 class CostModel:

@@ -14,6 +14,7 @@ import numpy as np
 from numba import njit
 
 from ponder.engine.sampling_params import SamplingParams
+from ponder.errors import SamplingError
 from ponder.kernels.attention import exp_neg
 
 
@@ -110,8 +111,14 @@ def _top_candidates(weights: np.ndarray, total: float, top_k: int, top_p: float)
 
 
 def sample_token(logits: np.ndarray, params: SamplingParams, sample_index: int, position: int) -> int:
-    """Choose the next token from one row of float32 logits."""
-    if params.greedy:
+    """Choose the next token from one row of float32 logits.
+
+    Raises SamplingError when the logits are not all finite (a broken model), rather than
+    return a token that is not one.
+    """
+    if not np.isfinite(logits).all():
+        raise SamplingError("the model produced non-finite logits; no token can be drawn")
+    if params.greedy:  # temperature 0, or so small that 1/T overflows: the limit is the argmax
         return int(np.argmax(logits))  # first maximum: ties go to the lower id
     weights = np.empty(len(logits), np.float32)
     total = _weights(logits, np.float32(1.0 / params.temperature), weights)

@@ -21,15 +21,15 @@ FORMAT = "ponder-transcript/1"
 
 
 def make_transcript(engine, result) -> dict:
-    from ponder import __version__
-    from ponder.kernels import KERNEL_VERSION
-
+    info = engine.info()
     model = engine.model
     return {
         "format": FORMAT,
-        "ponder_version": __version__,
-        "kernel_version": KERNEL_VERSION,
-        "activation_bits": engine.runner.bits,
+        "ponder_version": info.ponder_version,
+        "kernel_version": info.kernel_version,
+        "activation_bits": info.activation_bits,
+        "isa": info.isa,  # recorded for the audit: the bits do not depend on it
+        "threads": info.threads,
         "model": {"name": model.name, "file": model.path.rsplit("/", 1)[-1], "sha256": model.sha256()},
         "prompt": result.prompt,
         "prompt_token_ids": result.prompt_token_ids,
@@ -91,7 +91,7 @@ class VerifyReport:
 def verify(engine, transcript: dict) -> VerifyReport:
     # the same weights, run with the same activation precision
     model_ok = (transcript["model"]["sha256"] == engine.model.sha256()
-                and transcript.get("activation_bits", 16) == engine.runner.bits)
+                and transcript.get("activation_bits", 16) == engine.info().activation_bits)
     if not model_ok:
         return VerifyReport(False, 0, False)
     params = SamplingParams.from_dict(transcript["params"])

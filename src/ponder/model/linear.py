@@ -1,12 +1,16 @@
 """Linear layers of the fast path: a weight matrix repacked for its kernel.
 
 Quantized weights (Q4_0, Q4_1, Q8_0) take the integer path: the activations are
-quantized per 32-block once per input and shared by every matrix that reads that
-input (Q, K and V; gate and up).  The default is 15-bit activations held as two
-int8 halves ("q16", 128x more accurate than llama.cpp's int8 "q8" and as fast
-for decode); `Engine(activation_bits=8)` gives llama.cpp's arithmetic.  Float
-weights (F32, F16, BF16) are widened to float32 at load, which is exact, and
-multiply float activations.
+quantized per 32-block.  The default is 15-bit activations held as two int8
+halves ("q16", 128x more accurate than llama.cpp's int8 "q8" and as fast for
+decode): each product quantizes its input and multiplies in one kernel call
+(`qmatmul.linear16`), which costs less than a separate quantize pass; matrices
+that read the same input (Q, K and V; gate and up) are stacked into one product
+(`make_fused_linear`), so an input is still quantized once.  With
+`Engine(activation_bits=8)` (llama.cpp's arithmetic) an input is quantized on
+first use and shared by the products that read it.  Float weights (F32, F16,
+BF16) are widened to float32 at load, which is exact, and multiply float
+activations.
 """
 
 from __future__ import annotations
@@ -34,6 +38,12 @@ class Activations:
             self._q = qmatmul.quantize(self.x, bits=self.bits)
         return self._q
 
+    def times(self, packed) -> np.ndarray:
+        """The product with a packed quantized matrix: quantize-and-multiply in one call unless already quantized."""
+        if self.bits == 16 and self._q is None:
+            return qmatmul.linear16(packed, self.x)
+        return qmatmul.matmul(packed, self.q)
+
 
 class QuantLinear:
     def __init__(self, t: WeightTensor):
@@ -42,9 +52,7 @@ class QuantLinear:
         self.nbytes = self.packed.nbytes
 
     def __call__(self, act: Activations) -> np.ndarray:
-        if act.bits == 16 and act._q is None:  # quantize and multiply in one Numba call
-            return qmatmul.linear16(self.packed, act.x)
-        return qmatmul.matmul(self.packed, act.q)
+        return act.times(self.packed)
 
 
 class FloatLinear:

@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from ponder.errors import ContextLengthError
+from ponder.engine.finish import cut_at_stop, is_stop_token, shown
 from ponder.server import metrics, protocol
 from ponder.server.detokenize import IncrementalDetokenizer, TokenStrings, token_offsets
 from ponder.server.engine_loop import EngineLoop, Job
@@ -42,14 +42,10 @@ MAX_BODY = 16 << 20  # bytes of JSON per request
 def fingerprint(engine) -> str:
     """What determines the outputs: the model file's sha256, ponder's version, the kernels' numerics.
 
-    "<sha256>-ponder<version>-kernels<version>-a<activation bits>"; the first field is the full
-    hash of the model file, so a client can tell exactly which weights answered.
+    "<sha256>-ponder<version>-kernels<version>-a<activation bits>-<isa>-t<threads>"; the first field
+    is the full hash of the model file, so a client can tell exactly which weights answered.
     """
-    from ponder import __version__, kernels
-
-    kernel = kernels.KERNEL_VERSION
-    bits = getattr(engine.runner, "bits", "?")
-    return f"{engine.model.sha256()}-ponder{__version__}-kernels{kernel}-a{bits}"
+    return engine.info().fingerprint(engine.model.sha256())
 
 
 class _Disconnected(Exception):
@@ -221,20 +217,10 @@ class Server:
                            param="model", code="model_not_found")
 
     def _encode(self, prompt) -> list[int]:
-        if isinstance(prompt, str):
-            return self.tokenizer.encode(prompt)
-        bad = [t for t in prompt if not 0 <= t < self.vocab_size]
-        if bad:
-            raise APIError(f"token id {bad[0]} is outside the vocabulary (0..{self.vocab_size - 1})", param="prompt",
-                           code="invalid_value")
-        return prompt
+        return self.tokenizer.encode(prompt) if isinstance(prompt, str) else prompt
 
     def _check_length(self, ids: list[int], generate: bool) -> None:
-        limit = self.context_length - 1 if generate else self.context_length
-        if len(ids) > limit:
-            raise ContextLengthError(f"the prompt is {len(ids)} tokens; the model's context window is "
-                                     f"{self.context_length}" + (", which leaves no room to generate" if generate
-                                                                 else ""))
+        self.engine.check_prompt(ids, generate)  # the engine's own validation, before any work is queued
 
     def _admit(self, k: int):
         """Hold k prompt slots; returns the (idempotent) function that gives them back."""
@@ -312,7 +298,7 @@ class Server:
         ids = body.get("tokens")
         if not (isinstance(ids, list) and all(protocol.is_int(t) for t in ids)):
             raise APIError("tokens must be a list of token ids", param="tokens", code="invalid_type")
-        self._encode(ids) if ids else None  # range check
+        self.engine.check_token_ids(ids)
         return JSONResponse({"prompt": self.tokenizer.decode(ids)})
 
     async def tokenizer_info(self, request: Request) -> Response:
@@ -411,7 +397,7 @@ class Server:
             choice = {"index": index, "message": {"role": "assistant", "content": out.text if out else ""},
                       "logprobs": None, "finish_reason": finish, "stop_reason": why}
             if req.logprobs is not None and out is not None:
-                ids, lps, tops = self._shown(out, req.params.stop_token_ids)
+                ids, lps, tops = self._shown(out, req.params)
                 choice["logprobs"] = {"content": self._chat_logprobs(req, ids, lps, tops)}
             return choice
         prefix = echo_text if req.echo else ""
@@ -429,22 +415,13 @@ class Server:
 
     def _stop_reason(self, ids, finish: str, params) -> str | int | None:
         """vLLM's stop_reason: the stop string or stop token id that ended the sample; None for EOS or length."""
-        if finish != "stop" or not ids:
-            return None
-        if ids[-1] in params.stop_token_ids:
-            return ids[-1]
-        if ids[-1] in self.tokenizer.eos_ids and not params.ignore_eos:
-            return None
-        text = self.tokenizer.decode(ids)
-        found = [(text.find(s), i) for i, s in enumerate(params.stop) if s and s in text]
-        return params.stop[min(found)[1]] if found else None
+        return shown(ids, [0.0] * len(ids), None, finish, params, self.tokenizer.eos_ids,
+                     self.tokenizer.decode).stop_reason
 
-    def _shown(self, out, stop_ids):
-        """Chat shows no stop token: drop a final EOS / stop_token_id (the text already omits it)."""
-        ids, lps, tops = out.token_ids, out.logprobs, out.top_logprobs
-        if out.finish_reason == "stop" and ids and (ids[-1] in self.tokenizer.eos_ids or ids[-1] in stop_ids):
-            ids, lps, tops = ids[:-1], lps[:-1], tops[:-1]
-        return ids, lps, tops
+    def _shown(self, out, params):
+        """Chat shows no stop token: the ids, logprobs and alternatives without a final EOS / stop_token_id."""
+        view = shown(out.token_ids, out.logprobs, out.top_logprobs, out.finish_reason, params, self.tokenizer.eos_ids)
+        return view.token_ids, view.logprobs, view.top_logprobs
 
     def _tok(self, req, token: int) -> str:
         return f"token_id:{token}" if req.token_ids_as_tokens else self.strings.text(token)
@@ -480,7 +457,7 @@ class Server:
         rid = f"chatcmpl-{uuid.uuid4().hex}" if chat else f"cmpl-{uuid.uuid4().hex}"
         created, n = int(time.time()), req.params.n
         env = self._envelope("chat.completion.chunk" if chat else "text_completion", rid, created)
-        eos, stop_ids = self.tokenizer.eos_ids, set(req.params.stop_token_ids)
+        eos = self.tokenizer.eos_ids
         detok = {(i, s): IncrementalDetokenizer(self.tokenizer, req.params.stop) for i in range(len(ids))
                  for s in range(n)}
         prefix = {i: (echo_texts[i] if req.echo else "") for i in range(len(ids))}
@@ -537,7 +514,7 @@ class Server:
                     text, lps, finish, why = "", [], None, None
                     legacy = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
                     for ev, top in evs:
-                        hidden = ev.finish_reason == "stop" and (ev.token_id in eos or ev.token_id in stop_ids)
+                        hidden = ev.finish_reason == "stop" and is_stop_token(ev.token_id, req.params, eos)
                         if req.logprobs is not None and not (chat and hidden):
                             if chat:
                                 lps += self._chat_logprobs(req, [ev.token_id], [ev.logprob], [top])
@@ -579,9 +556,7 @@ class Server:
 
     def _final_text(self, d: IncrementalDetokenizer, stop: tuple) -> str:
         """A finished sample's text, as the engine computes it: decoded, cut where a stop string starts."""
-        text = self.tokenizer.decode(d.ids)
-        cuts = [text.find(s) for s in stop if s and s in text]
-        return text[:min(cuts)] if cuts else text
+        return cut_at_stop(self.tokenizer.decode(d.ids), stop)[0]
 
 
 def create_app(engine, model_name: str | None = None, api_key: str | None = None, max_queue: int = 256) -> Starlette:

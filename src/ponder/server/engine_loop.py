@@ -7,10 +7,14 @@ step carries the tokens of all running requests), and sends each job's token
 events and final result to the job's `sink` (a thread-safe callable; the app
 forwards it to the request's asyncio queue).
 
+Scoring jobs are engine requests like generation, batched in the same steps.
 A cancelled job (client gone) is aborted at the next turn of the loop, which
 frees its KV blocks.  Nothing a request does can stop the thread: user errors
-(PonderError) go back to that job only; an unexpected exception inside a step
-fails the jobs that were running, resets them, and the loop goes on.
+(PonderError) go back to that job only; a request that fails inside a step
+comes back finished with its error (the engine keeps the others going); an
+unexpected exception from a whole step fails the jobs that were running,
+resets them, and the loop goes on.  The loop reads the engine only through its
+public methods and `engine.stats()`.
 """
 
 from __future__ import annotations
@@ -94,10 +98,9 @@ class EngineLoop:
         self._inbox: collections.deque = collections.deque()
         self._cv = threading.Condition()
         self._jobs: dict[int, Job] = {}  # engine request id -> job
-        self._scores: collections.deque[Job] = collections.deque()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="ponder-engine", daemon=True)
-        self.stats.kv_blocks_total = engine.kv.num_blocks
+        self.stats.kv_blocks_total = engine.stats().kv_blocks_total
 
     # -- called from any thread ------------------------------------------------
     def start(self) -> None:
@@ -128,7 +131,7 @@ class EngineLoop:
         try:
             while True:
                 with self._cv:
-                    while not (self._inbox or self._stopping or self._scores or self.engine.has_unfinished()):
+                    while not (self._inbox or self._stopping or self.engine.has_unfinished()):
                         self._cv.wait()
                     if self._stopping:
                         break
@@ -137,7 +140,6 @@ class EngineLoop:
                 try:
                     for action, job in items:
                         self._guard(job, self._cancel if action == "cancel" else self._admit)
-                    self._run_scores()
                     if self.engine.has_unfinished():
                         self._step()
                     self._snapshot()
@@ -166,46 +168,18 @@ class EngineLoop:
         if job.cancelled:
             return
         if job.kind == "score":
-            self._scores.append(job)
-            return
-        job.request_id = self.engine.add_request(job.prompt_ids, job.params)
+            job.request_id = self.engine.add_score(job.prompt_ids, 1, top_logprobs=job.top_logprobs)
+        else:
+            job.request_id = self.engine.add_request(job.prompt_ids, job.params)
+            self.stats.requests_started += 1
         self._jobs[job.request_id] = job
-        self.stats.requests_started += 1
 
     def _cancel(self, job: Job) -> None:
-        if job.kind == "score":
-            if job in self._scores:
-                self._scores.remove(job)
-            return
         rid = job.request_id
         if rid is None or rid not in self._jobs:
             return
         self.engine.abort(rid)
         self._finish(rid)
-
-    def _run_scores(self) -> None:
-        """Score jobs run between steps; one that does not fit now waits for running requests to finish."""
-        from ponder.engine.kv_cache import KVPoolFullError
-
-        for _ in range(len(self._scores)):
-            job = self._scores.popleft()
-            try:
-                out = self.engine.score(job.prompt_ids, 1, top_logprobs=job.top_logprobs)
-            except KVPoolFullError as e:
-                if self.engine.has_unfinished():
-                    self._scores.append(job)  # retry after the next step frees blocks
-                else:
-                    self._send(job, ("error", e))
-                continue
-            except PonderError as e:
-                self._send(job, ("error", e))
-                continue
-            except Exception as e:
-                log.exception("scoring failed")
-                self._send(job, ("error", e))
-                continue
-            self.stats.scores += 1
-            self._send(job, ("done", out))
 
     def _abort_running(self, error: Exception) -> None:
         """End every running request with an error (their engine state is suspect) and free their blocks."""
@@ -230,11 +204,10 @@ class EngineLoop:
             by_request.setdefault(ev.request_id, []).append(ev)
         for rid, evs in by_request.items():
             job = self._jobs.get(rid)
-            if job is None:
-                continue
-            self._send(job, ("tokens", evs, self._top_logprobs(job, evs)))
-            if self.engine.is_finished(rid):
-                self._finish(rid)
+            if job is not None:
+                self._send(job, ("tokens", evs, self._top_logprobs(job, evs)))
+        for rid in [r for r in self._jobs if self.engine.is_finished(r)]:  # scores and failures have no events
+            self._finish(rid)
 
     @staticmethod
     def _top_logprobs(job: Job, events: list) -> list | None:
@@ -244,6 +217,13 @@ class EngineLoop:
     def _finish(self, rid: int) -> None:
         job = self._jobs.pop(rid)
         result = self.engine.pop_result(rid)
+        if result.error is not None:
+            self._send(job, ("error", result.error))
+            return
+        if job.kind == "score":
+            self.stats.scores += 1
+            self._send(job, ("done", result.scores))
+            return
         self.stats.requests_finished[result.outputs[0].finish_reason] += 1
         self.stats.prompt_tokens += result.usage.get("prompt_tokens", 0)
         self.stats.cached_tokens += result.usage.get("cached_tokens", 0)
@@ -252,8 +232,6 @@ class EngineLoop:
     def _fail_all(self, error: Exception) -> None:
         for rid in list(self._jobs):
             self._send(self._jobs.pop(rid), ("error", error))
-        while self._scores:
-            self._send(self._scores.popleft(), ("error", error))
         for _, job in list(self._inbox):
             self._send(job, ("error", error))
 
@@ -266,9 +244,8 @@ class EngineLoop:
             pass
 
     def _snapshot(self) -> None:
-        sched = self.engine.scheduler
-        self.stats.queue_depth = len(sched.waiting) + len(self._inbox) + len(self._scores)
-        self.stats.running = len({s.request_id for s in sched.running})
-        kv = self.engine.kv
-        self.stats.kv_blocks_used = kv.num_blocks - kv.num_available  # held by requests
-        self.stats.kv_blocks_cached = kv.num_evictable  # kept only by the prefix cache
+        now = self.engine.stats()
+        self.stats.queue_depth = now.waiting_requests + len(self._inbox)
+        self.stats.running = now.running_requests
+        self.stats.kv_blocks_used = now.kv_blocks_used  # held by requests
+        self.stats.kv_blocks_cached = now.kv_blocks_cached  # kept only by the prefix cache

@@ -11,7 +11,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, fields
 
+from ponder.engine.finish import shown
 from ponder.engine.sampling_params import SamplingParams
+from ponder.engine.usage import forked_tokens
 
 
 @dataclass
@@ -166,9 +168,13 @@ class EngineBackend(Backend):
                 self.engine.pop_result(rid)
             raise
         results = self.engine.run_until_done(ids)
+        failed = next((r.error for r in results if r.error is not None), None)
+        if failed is not None:  # the other prompts' results are complete, but the batch is incomplete
+            raise failed
         gens = []
         for prompt, sp, r in zip(prompts, per, results):
-            usage = usage_of(r.prompt_token_ids, [len(o.token_ids) for o in r.outputs], r.usage["cached_tokens"])
+            usage = usage_of(r.prompt_token_ids, [len(o.token_ids) for o in r.outputs], r.usage["cached_tokens"],
+                             r.usage["forked_tokens"])
             self.usage = self.usage + usage
             gens.append(Generation(list(r.prompt_token_ids), [self._sample(o, sp) for o in r.outputs], usage))
         return gens
@@ -180,16 +186,17 @@ class EngineBackend(Backend):
 
 def make_sample(ids: list[int], text: str, logprobs: list[float], reason: str, params: SamplingParams,
                 eos_ids) -> Sample:
-    """A Sample from a backend's output: a final end-of-sequence token ends the answer ("eos")."""
-    generated = len(ids)
-    if reason == "stop" and ids and (ids[-1] in eos_ids or ids[-1] in params.stop_token_ids):
-        ids, logprobs, reason = ids[:-1], logprobs[:-1], "eos"
-    return Sample(ids, text, logprobs, reason, generated=generated)
+    """A Sample from a backend's output: a final end-of-sequence (or stop) token ends the answer ("eos")."""
+    view = shown(ids, logprobs, None, reason, params, eos_ids)
+    reason = "eos" if view.hidden is not None else reason
+    return Sample(view.token_ids, text, view.logprobs, reason, generated=len(ids))
 
 
-def usage_of(prompt_ids, generated: list[int], cached: int | None) -> Usage:
-    """One request's Usage; cached None means the backend did not say (counted as 0, marked estimated)."""
+def usage_of(prompt_ids, generated: list[int], cached: int | None, forked: int | None = None) -> Usage:
+    """One request's Usage; cached None means the backend did not say (counted as 0, marked estimated).
+
+    forked None: the backend did not say; its n samples are taken to share one prefill."""
     p = len(prompt_ids)
+    forked = forked_tokens(len(generated), p) if forked is None else forked
     return Usage(requests=1, prompt_tokens=p, cached_tokens=min(cached or 0, p - 1),
-                 forked_tokens=(len(generated) - 1) * p, generated_tokens=sum(generated),
-                 estimated=cached is None)
+                 forked_tokens=forked, generated_tokens=sum(generated), estimated=cached is None)
