@@ -172,6 +172,11 @@ def print_report(out: dict) -> None:
                   f"{out['cpu']}  isa={out.get('isa', '?')}  {out['date']}")
     if "memory_bandwidth_GBs" in out:
         console.print(f"memory read bandwidth (measured): {out['memory_bandwidth_GBs']:.1f} GB/s")
+    if out["benchmark"] == "ttc":
+        from ponder.bench.ttc import print_ttc
+
+        print_ttc(out, console)
+        return
     if out["benchmark"] == "parallel":
         console.print(f"{out['n_seqs']} samples of one {out['prompt_tokens']}-token prompt, "
                       f"{out['new_tokens']} new tokens each")

@@ -82,8 +82,13 @@ def _cmd_bench(args) -> int:
 
     if args.kind == "kernels":
         out = suite.run_kernels(args.model, args.threads, args.repeats)
+    elif args.kind == "ttc":
+        from ponder.bench.ttc import Workload, run_ttc
+
+        out = run_ttc(args.model, args.threads, args.vs,
+                      Workload(problems=args.problems, samples=args.samples or 8, max_tokens=args.tokens or 128))
     elif args.kind == "parallel":
-        out = suite.run_parallel(args.model, args.threads, args.vs, args.samples, args.prompt_tokens,
+        out = suite.run_parallel(args.model, args.threads, args.vs, args.samples or 16, args.prompt_tokens,
                                  args.tokens or 256, args.repeats)
     elif args.kind == "prefix":
         out = suite.run_prefix(args.model, args.threads, args.prompt_tokens if args.prompt_tokens != 256 else 1000,
@@ -256,13 +261,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("bench", help="measure speed against llama.cpp and the machine's limits")
-    p.add_argument("kind", choices=["kernels", "decode", "prefill", "parallel", "prefix"])
+    p.add_argument("kind", choices=["kernels", "decode", "prefill", "parallel", "prefix", "ttc"])
     p.add_argument("-m", "--model", default=DEFAULT_MODEL)
     p.add_argument("--vs", choices=["llama.cpp"], default=None, help="also run llama.cpp (pip install 'ponder[bench]')")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--tokens", type=int, default=None, help="tokens to decode (64) or prompt length to prefill (256)")
+    p.add_argument("--tokens", type=int, default=None,
+                   help="tokens to decode (64), prompt length to prefill (256), or ttc: max tokens per answer (128)")
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--samples", type=int, default=16, help="parallel: samples of the one prompt")
+    p.add_argument("--samples", type=int, default=None,
+                   help="parallel: samples of the one prompt (16); ttc: majority@N (8)")
+    p.add_argument("--problems", type=int, default=40, help="ttc: arithmetic problems (40)")
     p.add_argument("--prompt-tokens", type=int, default=256, help="parallel: prompt length; prefix: shared prefix (1000)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_bench)

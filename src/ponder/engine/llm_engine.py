@@ -16,7 +16,7 @@ import numba
 
 from ponder.engine import forking, prompts, scoring
 from ponder.engine.accounting import CostModel
-from ponder.engine.finish import FinishRules, shown
+from ponder.engine.finish import FinishRules
 from ponder.engine.info import EngineInfo, EngineStats
 from ponder.engine.kv_cache import KVCache
 from ponder.engine.model_runner import ModelRunner, kernel_isa
@@ -25,7 +25,6 @@ from ponder.engine.results import GenerationResult, Prompt, SampleOutput, ScoreR
 from ponder.engine.sampling_params import SamplingParams
 from ponder.engine.scheduler import Scheduler
 from ponder.engine.sequence import Sequence
-from ponder.engine.usage import usage
 from ponder.errors import ContextLengthError, InvalidParameterError
 from ponder.loading.model_files import LoadedModel, load_model
 
@@ -159,16 +158,7 @@ class Engine:
         return self._requests[request_id].finished
 
     def pop_result(self, request_id: int) -> GenerationResult | ScoreResult:
-        req = self._requests.pop(request_id)
-        if req.kind == "score":
-            return ScoreResult(req.prompt_ids, req.scores, req.error)
-        outs = []
-        for s in req.samples:
-            view = shown(s.output_ids, s.logprobs, s.top_logprobs, s.finish_reason, s.params, self.tokenizer.eos_ids,
-                         self.tokenizer.decode)
-            outs.append(SampleOutput(s.sample_index, list(s.output_ids), view.text, s.logprobs, s.finish_reason,
-                                     s.top_logprobs))
-        return GenerationResult(req.prompt, req.prompt_ids, outs, req.params.seed, req.params, usage(req), req.error)
+        return self._requests.pop(request_id).result(self.tokenizer.eos_ids, self.tokenizer.decode)
 
     def run_until_done(self, request_ids: list[int]) -> list:
         while not all(self.is_finished(r) for r in request_ids):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from ponder.engine.request import Request
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ponder.engine.request import Request
 
 
 def forked_tokens(samples: int, prompt_tokens: int) -> int:

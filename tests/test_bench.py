@@ -1,0 +1,64 @@
+"""The pieces of `ponder bench` (not its timings): prompts, headers, the ttc workload, voting and report."""
+
+import io
+
+import pytest
+from rich.console import Console
+
+from ponder import Engine
+from ponder.bench import speed, suite
+from ponder.bench.ttc import TTCFigure, Workload, majority_correct, print_ttc, run_ponder, summarize
+from ponder.strategies import Judge
+from ponder.tasks import load_problems
+
+
+@pytest.fixture(scope="module")
+def tiny_engine(tiny_llama):
+    return Engine.from_pretrained(str(tiny_llama[2]))
+
+
+def test_prompt_ids_have_the_length_and_differ_by_variant(tiny_engine):
+    a, b = speed.prompt_ids(tiny_engine.tokenizer, 50, 1), speed.prompt_ids(tiny_engine.tokenizer, 50, 2)
+    assert len(a) == len(b) == 50 and a[0] != b[0] and a[1:] == b[1:]
+
+
+def test_header_names_the_instruction_set_and_threads(tiny_engine):
+    out = suite._header("decode", tiny_engine.model, 2, tiny_engine)
+    assert out["isa"] == tiny_engine.info().isa and out["threads"] == 2 and out["benchmark"] == "decode"
+
+
+def test_ttc_workload_is_greedy_then_majority():
+    greedy, maj = Workload(problems=5, samples=8, max_tokens=64).configs("m")
+    assert (greedy.strategy, maj.strategy) == ("greedy", "majority")
+    assert maj.options == {"samples": 8, "max_tokens": 64} and greedy.options == {"max_tokens": 64}
+    assert greedy.problems == maj.problems == 5 and greedy.model == "m"
+
+
+def test_majority_correct_votes_like_the_strategy():
+    problem = load_problems("arithmetic", difficulty=1, count=1)[0][0]
+    judge = Judge(problem)
+    right = f"The answer is {problem.answer}"
+    wrong = f"The answer is {problem.answer}1"
+    assert judge.check(right)[1] and not judge.check(wrong)[1]
+    assert majority_correct(judge, [wrong, right, right])
+    assert not majority_correct(judge, [wrong, wrong, right])
+    assert not majority_correct(judge, ["no idea", "none"])
+
+
+def test_run_ponder_goes_through_the_runner(tiny_engine):
+    work = Workload(problems=2, samples=2, max_tokens=4)
+    fig = run_ponder(tiny_engine, work)
+    assert fig.engine == "ponder" and fig.wall_s > 0
+    # greedy: up to 4 tokens per problem; majority: 2 samples of up to 4 each
+    assert 2 <= fig.generated_tokens <= 2 * 4 + 2 * 2 * 4
+    assert 0 <= fig.greedy_accuracy <= 1 and 0 <= fig.majority_accuracy <= 1
+
+
+def test_summary_ratio_and_report():
+    out = summarize({"workload": dict(Workload().__dict__)},
+                    [TTCFigure("ponder", 10.0, 1000, 0.5, 0.6), TTCFigure("llama.cpp", 30.0, 900, 0.5, 0.55)])
+    assert out["ratio_vs_llama_cpp"] == 3.0 and out["results"][0]["tok_s"] == 100.0
+    buf = io.StringIO()
+    print_ttc(out, Console(file=buf, width=200))
+    text = buf.getvalue()
+    assert "3.00× faster" in text and "majority@8" in text and "llama.cpp" in text
