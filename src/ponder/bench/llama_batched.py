@@ -20,7 +20,9 @@ def batched_decode(path: str, threads: int, prompt: list[int], n_seqs: int, n_ne
     except ImportError:
         raise PonderError("--vs llama.cpp needs llama-cpp-python: pip install 'ponder[bench]'") from None
     L.llama_backend_init()
-    model = L.llama_model_load_from_file(path.encode(), L.llama_model_default_params())
+    from ponder.bench.speed import model_params
+
+    model = L.llama_model_load_from_file(path.encode(), model_params())
     cp = L.llama_context_default_params()
     cp.n_ctx = len(prompt) + n_seqs * (n_new + 1) + 64
     cp.n_batch = cp.n_ubatch = max(512, n_seqs)

@@ -55,7 +55,7 @@ def cpu_info() -> dict:
     except OSError:
         pass
     return {"name": name, "mhz": mhz or 2000.0, "avx512": "avx512f" in flags, "vnni": "avx512_vnni" in flags,
-            "cores": os.cpu_count()}
+            "amx": "amx_int8" in flags, "cores": os.cpu_count()}
 
 
 def peak_ops(threads: int) -> dict:

@@ -64,8 +64,29 @@ def _llama(path: str, threads: int, n_ctx: int = 2048):
         from llama_cpp import Llama
     except ImportError:
         raise PonderError("--vs llama.cpp needs llama-cpp-python: pip install 'ponder[bench]'") from None
-    return Llama(model_path=path, n_threads=threads, n_threads_batch=threads, n_ctx=n_ctx, n_batch=512,
-                 verbose=False)
+    import llama_cpp
+
+    # llama.cpp's AMX weight repacking died with SIGILL on a KVM guest of an AMX Xeon
+    # (2026-12-01) although the CPU reports AMX: keep llama.cpp on its AVX-512 kernels there.
+    default = llama_cpp.llama_cpp.llama_model_default_params
+    llama_cpp.llama_cpp.llama_model_default_params = lambda: model_params(default)
+    try:
+        return Llama(model_path=path, n_threads=threads, n_threads_batch=threads, n_ctx=n_ctx, n_batch=512,
+                     verbose=False)
+    finally:
+        llama_cpp.llama_cpp.llama_model_default_params = default
+
+
+def model_params(default=None):
+    """llama.cpp's default model parameters, without the AMX buffer type on CPUs that have AMX."""
+    import llama_cpp
+
+    from ponder.bench import machine
+
+    p = (default or llama_cpp.llama_cpp.llama_model_default_params)()
+    if machine.cpu_info()["amx"] and hasattr(p, "use_extra_bufts"):
+        p.use_extra_bufts = False
+    return p
 
 
 def llama_prefill(path: str, tokenizer, threads: int, n: int, repeats: int) -> Figure:

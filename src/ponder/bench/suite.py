@@ -17,7 +17,8 @@ def _header(kind: str, model, threads: int, engine=None) -> dict:
 
     info = machine.cpu_info()
     return {"benchmark": kind, "model": model.name, "file": model.path, "threads": threads,
-            "cpu": info["name"], "vnni": info["vnni"], "isa": isa.describe(engine.info().isa if engine else None),
+            "cpu": info["name"], "vnni": info["vnni"], "amx": info.get("amx", False),
+            "isa": isa.describe(engine.info().isa if engine else None),
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
 
 
@@ -170,6 +171,8 @@ def print_report(out: dict) -> None:
     console = Console()
     console.print(f"[bold]ponder bench {out['benchmark']}[/bold]  {out['model']}  threads={out['threads']}  "
                   f"{out['cpu']}  isa={out.get('isa', '?')}  {out['date']}")
+    if out.get("amx"):
+        console.print("llama.cpp runs without its AMX repacking (it died with SIGILL on such a host)")
     if "memory_bandwidth_GBs" in out:
         console.print(f"memory read bandwidth (measured): {out['memory_bandwidth_GBs']:.1f} GB/s")
     if out["benchmark"] == "ttc":

@@ -38,7 +38,15 @@ class UnsupportedISAError(PonderError):
 
 @lru_cache(maxsize=1)
 def host_features() -> frozenset[str]:
-    """The CPU features LLVM sees on this host (names as LLVM spells them: avx2, avx512vnni, ...)."""
+    """The CPU features Numba compiles for (names as LLVM spells them: avx2, avx512vnni, ...).
+
+    That is the host's, unless NUMBA_CPU_FEATURES overrides them (e.g. to build code for an
+    older CPU): a back end the compiler may not use is not available either.
+    """
+    from numba.core import config
+
+    if config.CPU_FEATURES:
+        return frozenset(f[1:] for f in config.CPU_FEATURES.split(",") if f.startswith("+"))
     import llvmlite.binding as llvm
 
     try:
