@@ -1,9 +1,20 @@
-"""The results store: a run, its problems and samples survive a round trip through SQLite."""
+"""The results store: a run, its problems and samples survive a round trip through SQLite; a damaged or
+foreign store, or a damaged row, is a one-line error naming the file; a killed run reads as interrupted."""
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
 
 import pytest
 
+from ponder.cli.main import main
+
 from ponder.errors import PonderError
-from ponder.store import RunStore
+from ponder.store import RunStore, process
+from ponder.store.runs import SCHEMA
 from ponder.strategies import Attempt, Outcome, Usage
 from ponder.tasks import load_problems
 
@@ -57,7 +68,7 @@ def test_missing_run_and_bad_file(tmp_path):
             store.run(7)
     bad = tmp_path / "bad.sqlite"
     bad.write_bytes(b"this is not a database" * 100)
-    with pytest.raises(PonderError, match="cannot open the results store"):
+    with pytest.raises(PonderError, match="is damaged or not a ponder results store"):
         RunStore(str(bad))
 
 
@@ -65,3 +76,149 @@ def test_default_path_is_under_ponder_home(tmp_path, monkeypatch):
     monkeypatch.setenv("PONDER_HOME", str(tmp_path))
     with RunStore() as store:
         assert store.path == str(tmp_path / "runs.sqlite")
+
+
+def _store_with_a_run(tmp_path, strategy="majority"):
+    """A store holding run 1: two solved problems of a 6-problem run, as `ponder run` writes it."""
+    path = str(tmp_path / "runs.sqlite")
+    probs, _ = load_problems("arithmetic", count=6)
+    config = {"suite": "arithmetic", "difficulty": 1, "problems": 6, "strategy": strategy, "seed": 0,
+              "model": "smollm2-135m", "options": {"samples": 2}}
+    with RunStore(path) as store:
+        rid = store.create_run(config, {"name": "tiny", "sha256": "ab" * 32}, "0.1.0", len(probs))
+        store.record(rid, 0, probs[0], _outcome(True), 1.0)
+        store.record(rid, 1, probs[1], _outcome(False), 1.0)
+        store.set_status(rid, "interrupted")
+    return path
+
+
+def _damage(path, sql, *args):
+    db = sqlite3.connect(path)
+    with db:
+        db.execute(sql, args)
+    db.close()
+
+
+def _cli(capsys, *argv):
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.parametrize("sql, what", [
+    ("UPDATE runs SET config = '{oops'", "run 1: not valid JSON"),
+    ("UPDATE runs SET config = '[1, 2]'", "run 1: expected a JSON object"),
+    ("UPDATE problems SET score = 'high' WHERE idx = 1", "run 1, problem 1: score 'high' is not a number"),
+    ("UPDATE problems SET info = 'nope' WHERE idx = 0", "run 1, problem 0 (info): not valid JSON"),
+    ("UPDATE samples SET token_ids = '[5, \"x\"]' WHERE problem_idx = 1",
+     "run 1, problem 1, sample 0: token_ids is not a list of token ids"),
+    ("UPDATE samples SET token_ids = '[5, 6' WHERE problem_idx = 0", "run 1, problem 0, sample 0 (token_ids): not valid"),
+])
+def test_a_damaged_row_is_a_clear_error_naming_the_store(tmp_path, capsys, sql, what):
+    path = _store_with_a_run(tmp_path)
+    _damage(path, sql)
+    code, _, err = _cli(capsys, "run", "--resume", "1", "--store", path)
+    assert code == 2 and f"the results store {path} is damaged: {what}" in err and "Traceback" not in err
+    if "config" in sql or "score" in sql:
+        code, _, err = _cli(capsys, "report", "1", "--store", path, "-o", str(tmp_path / "r.png"))
+        assert code == 2 and path in err and what in err
+    code, out, err = _cli(capsys, "runs", "--store", path)
+    assert code == 0 and "arithmetic" in out  # the listing survives one bad row
+    assert (path in err) == ("config" in sql)
+
+
+@pytest.mark.parametrize("config, message", [
+    ({}, "its stored config has no 'suite'"),
+    ({"suite": "arithmetic", "difficulty": 1, "problems": 6, "strategy": "greedy", "seed": 0, "model": "m",
+      "options": {}}, "its config has strategy 'greedy' but the run was recorded with 'majority'"),
+    ({"suite": "arithmetic", "difficulty": "1", "problems": 6, "strategy": "majority", "seed": 0, "model": "m",
+      "options": {}}, "has difficulty = '1' (expected int)"),
+    ({"suite": "arithmetic", "difficulty": 1, "problems": 6, "strategy": "majority", "seed": 0, "model": "m",
+      "options": {}, "temperature": 2}, "unknown field 'temperature'"),
+])
+def test_a_stored_config_that_does_not_match_its_run_is_not_resumed(tmp_path, capsys, config, message):
+    path = _store_with_a_run(tmp_path)
+    _damage(path, "UPDATE runs SET config = ?", json.dumps(config))
+    code, _, err = _cli(capsys, "run", "--resume", "1", "--store", path)
+    assert code == 2 and f"run 1 in {path} cannot be resumed" in err and message in err
+
+
+def test_a_foreign_or_damaged_database_is_a_clear_error(tmp_path, capsys):
+    foreign = str(tmp_path / "foreign.sqlite")
+    _damage(foreign, "CREATE TABLE runs (id INTEGER PRIMARY KEY, name TEXT)")
+    for argv in (["runs"], ["report", "1"], ["run", "--resume", "1"]):
+        code, _, err = _cli(capsys, *argv, "--store", foreign)
+        assert code == 2 and f"{foreign} is not a ponder results store: its table 'runs' has no column" in err
+    db = sqlite3.connect(foreign)  # and nothing was written into someone else's file
+    assert [r[0] for r in db.execute("SELECT name FROM sqlite_master")] == ["runs"]
+    db.close()
+
+    path = _store_with_a_run(tmp_path)
+    size = os.path.getsize(path)
+    with open(path, "r+b") as f:  # keep the header (it still looks like SQLite), scribble over the pages
+        f.seek(100)
+        f.write(bytes(range(256)) * ((size - 100) // 256))
+    for argv in (["runs"], ["report"], ["run", "--resume", "1"]):
+        code, _, err = _cli(capsys, *argv, "--store", path)
+        assert code == 2 and f"the results store {path} is damaged or not a ponder results store" in err, err
+
+    text = tmp_path / "notes.sqlite"
+    text.write_text("just some text\n" * 100)
+    code, _, err = _cli(capsys, "runs", "--store", str(text))
+    assert code == 2 and f"the results store {text} is damaged or not a ponder results store" in err
+
+
+def test_a_store_from_before_pid_tracking_opens(tmp_path):
+    path = str(tmp_path / "old.sqlite")
+    db = sqlite3.connect(path)
+    db.executescript("\n".join(line for line in SCHEMA.splitlines()
+                               if not line.strip().startswith(("pid", "host", "pid_start")))
+                     .replace("config TEXT NOT NULL,", "config TEXT NOT NULL"))
+    db.close()
+    with RunStore(path) as store:
+        rid = store.create_run({"suite": "arithmetic", "strategy": "greedy"}, {}, "0.1.0", 1)
+        assert store.run(rid)["pid"] == os.getpid() and store.run(rid)["status"] == "running"
+
+
+def test_process_state():
+    assert process.state(os.getpid(), process.identity()["host"], process.identity()["start"]) == "alive"
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    st = process._stat(child.pid)
+    child.kill()
+    deadline = time.time() + 10  # SIGKILL lands when the child is next scheduled
+    while process.state(child.pid, process.identity()["host"], st and st[1]) != "gone" and time.time() < deadline:
+        time.sleep(0.01)
+    assert process.state(child.pid, process.identity()["host"], st and st[1]) == "gone"  # a zombie, not reaped
+    child.wait()
+    assert process.state(child.pid, process.identity()["host"], None) == "gone"
+    assert process.state(os.getpid(), "some-other-host", None) == "unknown"
+
+
+def test_a_run_killed_by_sigkill_shows_as_interrupted_and_resumes(tiny_llama, tmp_path, capsys):
+    path = str(tmp_path / "runs.sqlite")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "PONDER_HOME": str(tmp_path / "home")}
+    cmd = [sys.executable, "-m", "ponder.cli.main", "run", "-m", str(tiny_llama[2]), "--problems", "4",
+           "--max-tokens", "4", "--store", path, "--no-progress"]
+    child = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and child.poll() is None:
+            if os.path.exists(path):
+                with RunStore(path) as store:
+                    if store.runs():
+                        break
+            time.sleep(0.05)
+        assert child.poll() is None, child.stderr.read().decode()
+    finally:
+        child.kill()  # SIGKILL: no chance to record anything
+        child.wait()
+    with RunStore(path) as store:
+        [run] = store.runs()
+        assert run["status"] == "interrupted" and run["pid"] == child.pid and run["process"] == "gone"
+    code, out, _ = _cli(capsys, "runs", "--store", path)
+    assert code == 0 and "interrupted" in out
+    assert f"run 1 was interrupted (its process is gone): continue it with `ponder run --resume 1 --store {path}`" in out
+    code, _, err = _cli(capsys, "run", "--resume", "1", "--store", path, "--no-progress")
+    assert code == 0, err
+    with RunStore(path) as store:
+        assert store.run(1)["status"] == "done" and store.done_indices(1) == {0, 1, 2, 3}

@@ -1,4 +1,4 @@
-"""`ponder` subcommands: pull, models, generate, verify, bench, run, runs, report.
+"""`ponder` subcommands: pull, models, generate, chat, verify, info, bench, run, runs, report.
 
 Errors a user can fix (PonderError) are printed as one line, without a traceback.
 """
@@ -132,14 +132,14 @@ def _cmd_run(args) -> int:
 
     from ponder import Engine
     from ponder.report import summary_table
-    from ponder.runner import Interrupted, RunConfig, execute, prepare
+    from ponder.runner import Interrupted, execute, prepare, resume_config
     from ponder.store import RunStore
     from ponder.strategies import EngineBackend
 
     err = Console(stderr=True)
     store = RunStore(args.store)
     if args.resume is not None:
-        config = RunConfig.from_dict(store.run(args.resume)["config"])
+        config = resume_config(store, args.resume)
     else:
         config = _run_config(args)
     _, warnings, _ = prepare(config)  # bad input fails here, before the model loads
@@ -182,29 +182,51 @@ def _cmd_run(args) -> int:
 
 def _cmd_runs(args) -> int:
     from ponder.report import runs_table
+    from ponder.runner import resume_command
     from ponder.store import RunStore
 
     store = RunStore(args.store)
     runs = store.runs()
+    for r in runs:
+        if "damaged" in r:
+            print(f"ponder: warning: {r['damaged']}", file=sys.stderr)
     if args.json:
         print(json.dumps(runs, default=str))
     elif not runs:
         print(f"no runs yet in {store.path} (start one with `ponder run`)")
     else:
         _wide_console().print(runs_table(runs))
+        for r in runs:
+            if r["status"] == "interrupted" and "damaged" not in r and r["done"] < r["n_problems"]:
+                gone = " (its process is gone)" if r["process"] == "gone" else ""
+                print(f"run {r['id']} was interrupted{gone}: continue it with `{resume_command(r['id'], store.path)}`")
     return 0
 
 
 def _cmd_report(args) -> int:
-    from ponder.report import plot_runs, summary_table
+    from ponder.report import plot_runs, select_runs, summary_table
     from ponder.store import RunStore
 
     store = RunStore(args.store)
-    summaries = [store.summary(r) for r in args.runs]
+    ids = select_runs(store.runs() if not args.runs else [], args.runs, args.last, store.path)
+    summaries = [store.summary(r) for r in ids]
     _wide_console().print(summary_table(summaries))
-    out = args.out or f"ponder-report-{'-'.join(map(str, args.runs))}.png"
+    name = "-".join(map(str, ids)) if len(ids) <= 4 else f"{ids[0]}-to-{ids[-1]}"
+    out = args.out or f"ponder-report-{name}.png"
     print(f"wrote {plot_runs(summaries, out)}")
     return 0
+
+
+def _cmd_chat(args) -> int:
+    from ponder.cli import chat
+
+    return chat.run(args)
+
+
+def _cmd_info(args) -> int:
+    from ponder.cli import info
+
+    return info.run(args)
 
 
 def _cmd_serve(args) -> int:
@@ -242,6 +264,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print ids, text and finish reason as one JSON object")
     p.add_argument("--transcript", metavar="FILE", help="write a replayable transcript (see `ponder verify`)")
     p.set_defaults(func=_cmd_generate)
+
+    p = sub.add_parser("chat", help="talk with a model in the terminal (streamed; /help for commands)")
+    p.add_argument("-m", "--model", default=DEFAULT_MODEL, help="model name or path (.gguf or checkpoint dir)")
+    p.add_argument("--temperature", type=float, default=0.7, help="0 is greedy (default 0.7; /temperature T)")
+    p.add_argument("--seed", type=int, default=None, help="seed for every reply (default: a fresh one; /seed N)")
+    p.add_argument("--max-tokens", type=int, default=1024, help="longest reply (default 1024)")
+    p.add_argument("--system", default=None, help="system prompt")
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=_cmd_chat)
+
+    p = sub.add_parser("info", help="version, instruction set, threads, kernel cache and cached models")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_info)
 
     p = sub.add_parser("verify", help="replay a transcript and report the first divergent token, if any")
     p.add_argument("file")
@@ -285,7 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_runs)
 
     p = sub.add_parser("report", help="compare runs: a table and a PNG of accuracy against generated tokens")
-    p.add_argument("runs", nargs="+", type=int, metavar="RUN")
+    p.add_argument("runs", nargs="*", type=int, metavar="RUN",
+                   help="run ids (default: the latest run and the other runs of its task)")
+    p.add_argument("--last", type=int, default=None, metavar="N", help="the N latest runs")
     p.add_argument("-o", "--out", default=None, help="PNG path (default ponder-report-RUNS.png)")
     p.add_argument("--store", default=None, help="results file (default $PONDER_HOME/runs.sqlite)")
     p.set_defaults(func=_cmd_report)

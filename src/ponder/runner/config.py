@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 
 from ponder.errors import InvalidParameterError
 from ponder.strategies import Options
@@ -40,6 +40,27 @@ class RunConfig:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
+    @classmethod
+    def from_stored(cls, d: dict) -> RunConfig:
+        """A config read back from the store, checked field by field (a resumed run must be the same run,
+        never defaults standing in for what is missing).  Raises ValueError saying what is wrong."""
+        if not isinstance(d, dict):
+            raise ValueError("is not a JSON object")
+        missing = [k for k in REQUIRED if k not in d]
+        if missing:
+            raise ValueError(f"has no {missing[0]!r}")
+        by_name = {f.name: f for f in fields(cls)}
+        for k, v in d.items():
+            if k not in by_name:
+                raise ValueError(f"has an unknown field {k!r} (written by another ponder version?)")
+            kind = _kind(by_name[k])
+            ok = (v is None and kind[1]) or (isinstance(v, kind[0]) and not isinstance(v, bool))
+            if not ok:
+                raise ValueError(f"has {k} = {v!r} (expected {kind[0].__name__})")
+        if not all(isinstance(c, str) for c in d.get("categories", [])):
+            raise ValueError("has categories that are not strings")
+        return cls(**d)
+
     def strategy_options(self) -> Options:
         known = {f.name for f in fields(Options)}
         bad = [k for k in self.options if k not in known]
@@ -49,6 +70,17 @@ class RunConfig:
         if self.scorer:
             opts.scorer = load_scorer(self.scorer)
         return opts
+
+
+# what every stored config has had since the first release; the rest may take its default
+REQUIRED = ("suite", "difficulty", "problems", "strategy", "seed", "model", "options")
+
+
+def _kind(f) -> tuple[type, bool]:
+    """(Python type, may be None) of a RunConfig field, from its default."""
+    if f.default is not MISSING:
+        return (str, True) if f.default is None else (type(f.default), False)
+    return type(f.default_factory()), False
 
 
 def load_scorer(spec: str):

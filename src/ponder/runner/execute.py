@@ -7,25 +7,75 @@ problems and seeds (they derive from the run seed and the problem id, never from
 
 from __future__ import annotations
 
+import os
+import shlex
 import time
 
 from ponder import __version__
 from ponder.checkers import get_checker
 from ponder.errors import InvalidParameterError, PonderError
 from ponder.runner.config import RunConfig
+from ponder.store import StoreError, process
 from ponder.strategies import Backend, Judge, derive_seed, make_strategy
 from ponder.strategies.tool_loop import ToolBackend
 from ponder.tasks import has_verifier, load_problems, load_shots, messages
 from ponder.tools import exemplar_messages, get_tools, parse_tool_names
 
 
+def resume_command(run_id: int, store_path: str) -> str:
+    """The command line that continues a run."""
+    from ponder.store import default_path
+
+    same = os.path.abspath(store_path) == os.path.abspath(default_path())
+    return f"ponder run --resume {run_id}" + ("" if same else f" --store {shlex.quote(store_path)}")
+
+
 class Interrupted(Exception):
     """Ctrl-C during a run: what finished is stored; resume with the run id."""
 
-    def __init__(self, run_id: int, done: int, total: int):
+    def __init__(self, run_id: int, done: int, total: int, store_path: str):
         super().__init__(f"interrupted: {done} of {total} problems are stored; "
-                         f"continue with `ponder run --resume {run_id}`")
+                         f"continue with `{resume_command(run_id, store_path)}`")
         self.run_id, self.done, self.total = run_id, done, total
+
+
+def resume_config(store, run_id: int) -> RunConfig:
+    """The config of a stored run, checked against the run's own row."""
+    run = store.run(run_id)
+    try:
+        config = RunConfig.from_stored(run["config"])
+    except ValueError as e:
+        raise StoreError(f"run {run_id} in {store.path} cannot be resumed: its stored config {e}") from None
+    _check_same_run(config, run, store.path)
+    store.check_run(run_id)  # a damaged row fails now, before the model loads
+    return config
+
+
+def _check_same_run(config: RunConfig, run: dict, path: str) -> None:
+    for key in ("suite", "strategy", "difficulty"):
+        if getattr(config, key) != run[key]:
+            raise StoreError(f"run {run['id']} in {path} cannot be resumed: its config has {key} "
+                             f"{getattr(config, key)!r} but the run was recorded with {run[key]!r}")
+
+
+def _check_resumable(config: RunConfig, problems, store, run_id: int, model: dict) -> None:
+    """Everything that must hold for the stored part of a run and the rest to be one run."""
+    stored = store.run(run_id)
+    where = f"run {run_id} in {store.path}"
+    _check_same_run(config, stored, store.path)
+    if stored["process"] == "alive" and not process.is_self(stored["pid"], stored["host"]):
+        raise StoreError(f"{where} is still running (process {stored['pid']} on {stored['host']})")
+    if stored["model_sha256"] and model.get("sha256") and stored["model_sha256"] != model["sha256"]:
+        raise PonderError(f"run {run_id} used model {stored['model']} (sha256 {stored['model_sha256'][:12]}...); "
+                          f"the model given now differs, so the run cannot be continued")
+    if stored["n_problems"] != len(problems):
+        raise StoreError(f"{where} cannot be resumed: it was recorded with {stored['n_problems']} problems, "
+                         f"its config now gives {len(problems)} (has the dataset changed?)")
+    store.check_run(run_id)
+    for p in store.problems(run_id):
+        if p["idx"] >= len(problems) or problems[p["idx"]].id != p["problem_id"]:
+            raise StoreError(f"{where} cannot be resumed: its problem {p['idx']} was {p['problem_id']!r}, "
+                             f"the config now gives another (has the dataset changed?)")
 
 
 def prepare(config: RunConfig):
@@ -70,11 +120,8 @@ def execute(config: RunConfig, backend: Backend, store, run_id: int | None = Non
     if run_id is None:
         run_id = store.create_run(config.to_dict(), model, __version__, len(problems))
     else:
-        stored = store.run(run_id)
-        if stored["model_sha256"] and model.get("sha256") and stored["model_sha256"] != model["sha256"]:
-            raise PonderError(f"run {run_id} used model {stored['model']} (sha256 {stored['model_sha256'][:12]}...); "
-                              f"the model given now differs, so the run cannot be continued")
-        store.set_status(run_id, "running")
+        _check_resumable(config, problems, store, run_id, model)
+        store.claim(run_id)
     checker = get_checker(config.checker) if config.checker else None
     done = store.done_indices(run_id)
     stats = {"score": 0.0, "generated": 0, "wall": 0.0}
@@ -102,7 +149,7 @@ def execute(config: RunConfig, backend: Backend, store, run_id: int | None = Non
                 on_progress(len(done), len(problems), stats)
     except KeyboardInterrupt:
         store.set_status(run_id, "interrupted")
-        raise Interrupted(run_id, len(done), len(problems)) from None
+        raise Interrupted(run_id, len(done), len(problems), store.path) from None
     except BaseException:
         store.set_status(run_id, "failed")
         raise
