@@ -121,3 +121,29 @@ def test_jsonl_missing_file_and_empty(tmp_path):
         load_problems(str(tmp_path / "nope.jsonl"))
     with pytest.raises(PonderError, match="no problems"):
         load_problems(_write(tmp_path, ["not json"]), on_error="skip")
+
+
+def test_jsonl_hostile_lines_name_their_number_and_are_skipped(tmp_path):
+    good = [json.dumps({"question": q, "answer": 1}).encode() for q in ("a", "b")]
+    bad = {  # line content -> what the message says
+        b'{"question": "caf\xe9", "answer": 1}': "not UTF-8 text (byte 0xe9",
+        b"[" * 100_000: "nested too deeply",
+        b'{"question": "big", "answer": ' + b"7" * 5001 + b"}": "more than 4300 digits",
+        b'{"question": "hi \\ud800", "answer": 1}': "lone surrogate (\\ud800",
+    }
+    for i, (line, message) in enumerate(bad.items()):
+        path = tmp_path / f"d{i}.jsonl"
+        path.write_bytes(b"\n".join([good[0], line, good[1]]) + b"\n")
+        with pytest.raises(PonderError) as e:
+            load_problems(str(path))
+        assert f"d{i}.jsonl:2: " in str(e.value) and message in str(e.value)
+        probs, warnings = load_problems(str(path), on_error="skip")
+        assert [p.question for p in probs] == ["a", "b"]
+        assert len(warnings) == 1 and f"d{i}.jsonl:2: " in warnings[0] and message in warnings[0]
+
+
+def test_jsonl_with_a_byte_order_mark(tmp_path):
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps({"question": "What is 2+2?", "answer": 4}).encode() + b"\r\n")
+    probs, warnings = load_problems(str(path))
+    assert [(p.question, p.answer) for p in probs] == [("What is 2+2?", "4")] and warnings == []

@@ -1,14 +1,18 @@
 """JSONL datasets given by path: one {"question": ..., "answer": ...} object per line.
 
 GSM8K-style answers (a worked solution ending in "#### 72") are reduced to what follows
-"####".  Optional fields: "id", "kind" (the checker: number, list, text, latex).  A bad line is
-an error naming its line number; with on_error="skip" it is reported and left out.
+"####".  Optional fields: "id", "kind" (the checker: number, list, text, latex).  A bad line
+(not UTF-8, not JSON, nested too deeply, a number too long to read, a lone surrogate, missing
+fields) is an error naming its line number; with on_error="skip" it is reported and left out.
+A UTF-8 byte order mark at the start of the file is ignored.
 """
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
+import sys
 
 from ponder.checkers.numeric import parse_number
 from ponder.errors import PonderError
@@ -30,11 +34,43 @@ def reference_answer(raw) -> str:
     return s.strip()
 
 
-def _problem(path: str, lineno: int, line: str) -> Problem:
+def _text(path: str, lineno: int, raw: bytes) -> str:
     try:
-        obj = json.loads(line)
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[e.start]:02x} at byte {e.start + 1} "
+                           f"of the line)") from None
+
+
+def _parse(path: str, lineno: int, line: str):
+    try:
+        return json.loads(line)
     except json.JSONDecodeError as e:
         raise DatasetError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
+    except RecursionError:
+        raise DatasetError(f"{path}:{lineno}: JSON nested too deeply") from None
+    except ValueError as e:  # an integer too long to convert (Python's 4300-digit limit)
+        limit = sys.get_int_max_str_digits()
+        what = f"a number with more than {limit} digits" if "digits" in str(e) else f"not valid JSON ({e})"
+        raise DatasetError(f"{path}:{lineno}: {what}") from None
+
+
+def _check_unicode(path: str, lineno: int, obj: dict) -> None:
+    """JSON's \\u escapes can spell lone surrogates, which are not text (no encoder or tokenizer takes them)."""
+    for key, value in obj.items():
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as e:
+                code = f"\\u{ord(value[e.start]):04x}"
+                raise DatasetError(f"{path}:{lineno}: {key!r} holds a lone surrogate ({code} at character "
+                                   f"{e.start + 1}), which is not text") from None
+
+
+def _problem(path: str, lineno: int, raw: bytes) -> Problem:
+    obj = _parse(path, lineno, _text(path, lineno, raw))
+    if isinstance(obj, dict):
+        _check_unicode(path, lineno, obj)
     if not isinstance(obj, dict):
         raise DatasetError(f"{path}:{lineno}: expected a JSON object with 'question' and 'answer'")
     q = next((obj[k] for k in QUESTION_KEYS if k in obj), None)
@@ -58,16 +94,22 @@ def load_jsonl(path: str, on_error: str = "stop") -> tuple[list[Problem], list[s
     if not os.path.isfile(path):
         raise DatasetError(f"no such dataset file: {path}")
     problems, warnings = [], []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                problems.append(_problem(path, lineno, line))
-            except DatasetError as e:
-                if on_error == "stop":
-                    raise
-                warnings.append(f"skipped {e}")
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise DatasetError(f"cannot read the dataset {path}: {e.strerror}") from None
+    if data.startswith(codecs.BOM_UTF8):  # written by some editors; not part of the first line
+        data = data[len(codecs.BOM_UTF8):]
+    for lineno, line in enumerate(data.split(b"\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            problems.append(_problem(path, lineno, line))
+        except DatasetError as e:
+            if on_error == "stop":
+                raise
+            warnings.append(f"skipped {e}")
     if not problems:
         raise DatasetError(f"{path}: no problems in the file")
     return problems, warnings
