@@ -6,7 +6,8 @@ import pytest
 
 from ponder import Engine
 from ponder.cli.main import main
-from ponder.report import pareto_front, plot_runs
+from ponder.errors import PonderError
+from ponder.report import pareto_front, plot_runs, select_runs
 from ponder.runner import Interrupted, RunConfig, execute
 from ponder.store import RunStore
 from ponder.strategies import EngineBackend
@@ -17,7 +18,7 @@ def test_pareto_front():
     assert pareto_front(pts) == [(5, 20), (10, 50), (30, 70)]
 
 
-def test_run_runs_report_on_a_tiny_model(tiny_llama, tmp_path, capsys):
+def test_run_runs_report_on_a_tiny_model(tiny_llama, tmp_path, capsys, monkeypatch):
     store = str(tmp_path / "runs.sqlite")
     base = ["run", "-m", str(tiny_llama[2]), "--problems", "3", "--max-tokens", "6", "--store", store, "--no-progress"]
     assert main(base + ["--strategy", "greedy"]) == 0
@@ -30,6 +31,35 @@ def test_run_runs_report_on_a_tiny_model(tiny_llama, tmp_path, capsys):
     png = tmp_path / "report.png"
     assert main(["report", "1", "2", "--store", store, "-o", str(png)]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    capsys.readouterr()
+    # bare `ponder report`: the latest run and the other runs of its task, into a default file
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", "--store", store]) == 0
+    out = capsys.readouterr().out
+    assert "greedy" in out and "majority n=3" in out and "wrote ponder-report-1-2.png" in out
+    assert (tmp_path / "ponder-report-1-2.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["report", "--last", "1", "--store", store]) == 0
+    assert "wrote ponder-report-2.png" in capsys.readouterr().out
+
+
+def _listed(i, suite, difficulty=1, done=3, damaged=False):
+    r = {"id": i, "suite": suite, "difficulty": difficulty, "done": done, "strategy": "greedy", "config": {}}
+    return {**r, "damaged": "bad"} if damaged else r
+
+
+def test_which_runs_a_report_covers():
+    runs = [_listed(6, "arithmetic", done=0), _listed(5, "arithmetic", damaged=True), _listed(4, "arithmetic", 2),
+            _listed(3, "algorithmic"), _listed(2, "arithmetic", 2), _listed(1, "data/q.jsonl")]  # newest first
+    assert select_runs(runs, [], None, "s") == [2, 4]  # run 6 has nothing finished yet
+    assert select_runs(runs, [], 3, "s") == [3, 4, 6]  # the 3 latest that can be read
+    assert select_runs(runs, [3, 1, 3], None, "s") == [3, 1]
+    assert select_runs([_listed(7, "/y/q.jsonl"), _listed(1, "/x/q.jsonl")], [], None, "s") == [7]
+    with pytest.raises(PonderError, match="not both"):
+        select_runs(runs, [1], 2, "s")
+    with pytest.raises(PonderError, match="--last must be at least 1"):
+        select_runs(runs, [], 0, "s")
+    with pytest.raises(PonderError, match="no run in s has a finished problem"):
+        select_runs([_listed(1, "arithmetic", done=0)], [], None, "s")
 
 
 def test_plot_writes_png(tmp_path):
@@ -40,6 +70,44 @@ def test_plot_writes_png(tmp_path):
     path = plot_runs(rows, str(tmp_path / "sub" / "p.png"))
     with open(path, "rb") as f:
         assert f.read(4) == b"\x89PNG"
+
+
+def _summaries(points):
+    return [{"id": i, "done": 20, "generated_tokens": 20 * t, "accuracy": a, "coverage": c, "strategy": s,
+             "config": {"options": {"samples": 8}}, "suite": "arithmetic", "difficulty": 2, "model": "smollm2-135m",
+             "created": 1.7e9 + i} for i, (t, a, c, s) in enumerate(points, 1)]
+
+
+@pytest.mark.parametrize("spread", [1.3, 40])  # a linear and a log x axis
+def test_plot_is_readable(spread):
+    """Labels overlap no other label, tick labels do not collide, the legend covers no point."""
+    import random
+
+    from ponder.report.plot import figure
+
+    rng = random.Random(0)
+    strategies = ["greedy", "sample", "majority", "adaptive-majority", "short-m@k", "best-of-n", "beam"]
+    pts = [(100 * spread ** rng.random(), rng.choice([0.2, 0.25, 0.3, rng.random()]), 0.6, rng.choice(strategies))
+           for _ in range(14)]
+    pts += [pts[0], pts[1]]  # runs that coincide share one label
+    fig = figure(_summaries(pts))
+    try:
+        ax = fig.axes[0]
+        r = fig.canvas.get_renderer()
+        labels = [t.get_window_extent(r) for t in ax.texts]
+        assert len(labels) == 14 and any(t.get_text() == "#1 #15" for t in ax.texts)
+        for i, a in enumerate(labels):
+            assert not any(a.overlaps(b) for b in labels[i + 1:]), [t.get_text() for t in ax.texts]
+        ticks = [t.get_window_extent(r) for t in ax.get_xticklabels() if t.get_text() and t.get_visible()]
+        ticks = [b for b in ticks if ax.get_window_extent(r).x0 - 1 <= (b.x0 + b.x1) / 2 <= ax.get_window_extent(r).x1 + 1]
+        assert len(ticks) >= 2 and not any(a.overlaps(b) for i, a in enumerate(ticks) for b in ticks[i + 1:])
+        assert not ax.get_legend().get_window_extent(r).overlaps(ax.get_window_extent(r))
+        assert "arithmetic d2" in fig.texts[0].get_text() or "arithmetic d2" in fig._suptitle.get_text()
+        assert "smollm2-135m" in fig._suptitle.get_text()
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
 
 
 def test_interrupted_run_keeps_finished_problems_and_resumes(tiny_llama, tmp_path):

@@ -6,28 +6,11 @@ import time
 
 from rich.table import Table
 
+from ponder.report.labels import run_label, task_label
+
 
 def _pct(x) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
-
-
-def _label(run: dict) -> str:
-    c = run["config"]
-    n = c.get("options", {}).get("samples")
-    extra = f" n={n}" if n and run["strategy"] not in ("greedy",) else ""
-    if run["strategy"] == "best-of-n":
-        extra += f" {c.get('options', {}).get('select', 'logprob')}"
-    if c.get("tools"):
-        extra += f" +{','.join(c['tools'])}"
-    if c.get("shots"):
-        extra += f" {c['shots']}-shot"
-    return f"{run['strategy']}{extra}"
-
-
-def _task(run: dict) -> str:
-    c = run["config"]
-    return f"{run['suite']} d{run['difficulty']}" if run["difficulty"] is not None and "/" not in run["suite"] \
-        and not run["suite"].endswith(".jsonl") else run["suite"]
 
 
 def runs_table(runs: list[dict]) -> Table:
@@ -35,8 +18,8 @@ def runs_table(runs: list[dict]) -> Table:
     for col in ("id", "when", "status", "task", "strategy", "model", "done", "accuracy", "coverage", "gen tokens"):
         t.add_column(col, justify="right" if col in ("id", "done", "accuracy", "coverage", "gen tokens") else "left")
     for r in runs:
-        t.add_row(str(r["id"]), time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created"])), r["status"], _task(r),
-                  _label(r), r["model"], f"{r['done']}/{r['n_problems']}", _pct(r["accuracy"]), _pct(r["coverage"]),
+        t.add_row(str(r["id"]), time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created"])), r["status"], task_label(r),
+                  run_label(r), r["model"], f"{r['done']}/{r['n_problems']}", _pct(r["accuracy"]), _pct(r["coverage"]),
                   str(r["generated_tokens"]))
     return t
 
@@ -50,7 +33,7 @@ def summary_table(summaries: list[dict], title: str = "results") -> Table:
     for s in summaries:
         done = s["done"] or 0
         wall = s["wall_s"] or 0.0
-        t.add_row(str(s["id"]), _task(s), _label(s), f"{done}/{s['n_problems']}", _pct(s["accuracy"]),
+        t.add_row(str(s["id"]), task_label(s), run_label(s), f"{done}/{s['n_problems']}", _pct(s["accuracy"]),
                   _pct(s["coverage"]), str(s["generated_tokens"]),
                   f"{s['generated_tokens'] / done:.1f}" if done else "-", str(s.get("tool_tokens") or 0),
                   str(s["saved_tokens"]), f"{wall:.1f}s", f"{s['generated_tokens'] / wall:.1f}" if wall else "-")

@@ -1,0 +1,31 @@
+"""How a run is named in tables and plots: its task and its strategy (with its sample count)."""
+
+from __future__ import annotations
+
+import os
+
+
+def run_label(run: dict) -> str:
+    """"majority n=16", "best-of-n n=8 verifier +calc 3-shot", "beam w=2", or "greedy"."""
+    c = run["config"]
+    options = c.get("options", {})
+    label = run["strategy"]
+    if label == "beam":
+        label += f" w={options['beam_width']}" if options.get("beam_width") else ""
+    elif label != "greedy" and options.get("samples"):
+        label += f" n={options['samples']}"
+    if run["strategy"] == "best-of-n":
+        label += f" {options.get('select', 'logprob')}"
+    if c.get("tools"):
+        label += f" +{','.join(c['tools'])}"
+    if c.get("shots"):
+        label += f" {c['shots']}-shot"
+    return label
+
+
+def task_label(run: dict) -> str:
+    """"arithmetic d2" for a procedural suite; a dataset's file name for a JSONL file."""
+    suite = run["suite"]
+    if suite.endswith((".jsonl", ".json")) or os.sep in suite:
+        return os.path.basename(suite)
+    return f"{suite} d{run['difficulty']}" if run["difficulty"] is not None else suite
