@@ -98,6 +98,8 @@ def test_chat_multi_turn_commands_and_transcript(tiny_llama, tmp_path, capsys):
         assert b"temperature 0" in term.read_until(PROMPT)
         term.send(b"/seed nope\r")
         assert b"/seed takes an integer" in term.read_until(PROMPT)
+        term.send(b"caf\xe9 \xff\r")  # not UTF-8: replaced, not a traceback
+        _footer(term.read_until(PROMPT))
         term.send(b"/frobnicate\r")
         assert b"unknown command /frobnicate" in term.read_until(PROMPT)
         term.send(b"one more\r")

@@ -174,6 +174,8 @@ def run(args) -> int:
         except KeyboardInterrupt:  # Ctrl-C at the prompt clears the line, as in a shell
             sys.stdout.write("\n")
             continue
+        # bytes a terminal sends that are not UTF-8 arrive as lone surrogates (surrogateescape): not text
+        line = line.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
         if not line.strip():
             continue
         if line.startswith("/"):

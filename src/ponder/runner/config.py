@@ -36,11 +36,6 @@ class RunConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> RunConfig:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-    @classmethod
     def from_stored(cls, d: dict) -> RunConfig:
         """A config read back from the store, checked field by field (a resumed run must be the same run,
         never defaults standing in for what is missing).  Raises ValueError saying what is wrong."""
