@@ -70,6 +70,9 @@ def test_plot_writes_png(tmp_path):
     path = plot_runs(rows, str(tmp_path / "sub" / "p.png"))
     with open(path, "rb") as f:
         assert f.read(4) == b"\x89PNG"
+    (tmp_path / "file").write_text("")
+    with pytest.raises(PonderError, match="cannot write the plot"):
+        plot_runs(rows, str(tmp_path / "file" / "p.png"))
 
 
 def _summaries(points):

@@ -75,9 +75,13 @@ def plot_runs(summaries: list[dict], path: str) -> str:
     fig = figure(summaries)
     import matplotlib.pyplot as plt  # after figure() chose the file-only backend
 
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        fig.savefig(path)
+    except OSError as e:
+        raise PonderError(f"cannot write the plot {path}: {e.strerror or e}") from None
+    finally:
+        plt.close(fig)
     return path
 
 
