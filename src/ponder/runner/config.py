@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 
 from ponder.errors import InvalidParameterError
 from ponder.strategies import Options
@@ -48,12 +48,12 @@ class RunConfig:
         for k, v in d.items():
             if k not in by_name:
                 raise ValueError(f"has an unknown field {k!r} (written by another ponder version?)")
-            kind = _kind(by_name[k])
-            ok = (v is None and kind[1]) or (isinstance(v, kind[0]) and not isinstance(v, bool))
-            if not ok:
-                raise ValueError(f"has {k} = {v!r} (expected {kind[0].__name__})")
-        if not all(isinstance(c, str) for c in d.get("categories", [])):
-            raise ValueError("has categories that are not strings")
+            kinds = _kinds(by_name[k])
+            if not any(v is None if t is None else type(v) is t for t in kinds):  # type(): True is not an int
+                raise ValueError(f"has {k} = {v!r} (expected {' or '.join(_name(t) for t in kinds)})")
+        for k in ("categories", "tools"):
+            if not all(isinstance(c, str) for c in d.get(k, [])):
+                raise ValueError(f"has {k} that are not strings")
         return cls(**d)
 
     def strategy_options(self) -> Options:
@@ -71,11 +71,16 @@ class RunConfig:
 REQUIRED = ("suite", "difficulty", "problems", "strategy", "seed", "model", "options")
 
 
-def _kind(f) -> tuple[type, bool]:
-    """(Python type, may be None) of a RunConfig field, from its default."""
-    if f.default is not MISSING:
-        return (str, True) if f.default is None else (type(f.default), False)
-    return type(f.default_factory()), False
+_TYPES = {"str": str, "int": int, "float": float, "bool": bool, "list": list, "dict": dict, "None": None}
+
+
+def _kinds(f) -> list:
+    """The types a RunConfig field takes (None for None), from its annotation: "bool | None" -> [bool, None]."""
+    return [_TYPES[part.strip().split("[")[0]] for part in str(f.type).split("|")]
+
+
+def _name(t) -> str:
+    return "null" if t is None else t.__name__
 
 
 def load_scorer(spec: str):

@@ -260,6 +260,7 @@ class RunStore:
     def summary(self, run_id: int) -> dict:
         """The run and its totals: accuracy, coverage, tokens, reuse, wall time."""
         run = self.run(run_id)
+        self.problems(run_id)  # the totals are only as good as the rows: a damaged one fails here
         row = self.db.execute(
             "SELECT COUNT(*) AS done, AVG(score) AS accuracy, AVG(coverage) AS coverage, "
             "COALESCE(SUM(generated_tokens), 0) AS generated_tokens, COALESCE(SUM(prompt_tokens), 0) AS prompt_tokens, "
@@ -268,7 +269,6 @@ class RunStore:
             "COALESCE(SUM(json_extract(info, '$.tool_tokens')), 0) AS tool_tokens, "
             "COALESCE(SUM(json_extract(info, '$.tool_calls')), 0) AS tool_calls "
             "FROM problems WHERE run_id = ?", (run_id,)).fetchone()
-        self.problems(run_id)  # the totals are only as good as the rows: a damaged one fails here
         run.update(dict(row))
         run["saved_tokens"] = run["cached_tokens"] + run["forked_tokens"]
         return run
