@@ -28,7 +28,7 @@ class Terminal:
             os.execve(sys.executable, [sys.executable, "-m", "ponder.cli.main", *args], env)
         self.seen = b""
 
-    def read_until(self, marker: bytes, timeout: float = 120) -> bytes:
+    def read_until(self, marker: bytes, timeout: float = 300) -> bytes:
         """Everything after the previous read up to and including `marker`."""
         deadline = time.time() + timeout
         while marker not in self.seen:
@@ -46,6 +46,14 @@ class Terminal:
         i = self.seen.index(marker) + len(marker)
         out, self.seen = self.seen[:i], self.seen[i:]
         return out
+
+    def wait_output(self, timeout: float = 300) -> None:
+        """Until the terminal shows something not read yet."""
+        deadline = time.time() + timeout
+        while not self.seen and time.time() < deadline:
+            if select.select([self.fd], [], [], max(deadline - time.time(), 0))[0]:
+                self.seen += os.read(self.fd, 4096)
+        assert self.seen, f"nothing shown within {timeout}s"
 
     def send(self, data: bytes) -> None:
         os.write(self.fd, data)
@@ -129,9 +137,10 @@ def test_ctrl_c_stops_a_reply_not_the_program(tiny_llama, tmp_path):
         term.send(b"\x03")  # Ctrl-C at the prompt: a fresh prompt, not an exit
         term.read_until(PROMPT)
         term.send(b"tell me everything\r")
-        time.sleep(1.0)  # the reply is streaming (8000 tokens take far longer)
+        term.read_until(b"everything\r\n")  # the terminal's echo
+        term.wait_output()  # the reply is streaming (8000 tokens take far longer)
         term.send(b"\x03")
-        n, stopped, _, _ = _footer(term.read_until(PROMPT, timeout=60))
+        n, stopped, _, _ = _footer(term.read_until(PROMPT))
         assert stopped == ", stopped" and 0 < n < 8000
         term.send(b"/bye\r")
         assert term.wait() == 0

@@ -117,17 +117,17 @@ class Chat:
         engine = self.engine
         messages = self.messages + [{"role": "user", "content": text}]
         params = SamplingParams(temperature=self.temperature, seed=self.seed, max_tokens=self.max_tokens)
-        try:
-            rid = engine.add_request(messages, params)
-        except PonderError as e:
-            self.say(f"error: {e}" + ("; /reset starts a new conversation" if len(self.messages) > 1 else ""))
-            return
         stops = set(engine.tokenizer.eos_ids)
         detok = IncrementalDetokenizer(engine.tokenizer)
         self._stop = False
-        previous = signal.signal(signal.SIGINT, self._on_sigint)
+        previous = signal.signal(signal.SIGINT, self._on_sigint)  # from here on, Ctrl-C means "stop the reply"
         t0 = time.perf_counter()
         try:
+            try:
+                rid = engine.add_request(messages, params)
+            except PonderError as e:
+                self.say(f"error: {e}" + ("; /reset starts a new conversation" if len(self.messages) > 1 else ""))
+                return
             while not engine.is_finished(rid):
                 if self._stop:
                     engine.abort(rid)
