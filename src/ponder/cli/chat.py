@@ -163,8 +163,9 @@ def run(args) -> int:
     engine = Engine.from_pretrained(args.model, threads=args.threads)
     chat = Chat(engine, sys.stdout, temperature=args.temperature, seed=args.seed, max_tokens=args.max_tokens,
                 system=args.system)
-    chat.say(f"ponder chat with {engine.model.name} (context {engine.config.context_length} tokens). "
-             f"/help for commands, Ctrl-D to exit.")
+    info = engine.info()
+    chat.say(f"ponder chat with {info.model_name} (context {info.context_length} tokens, {info.isa}, "
+             f"{info.threads} threads). /help for commands, Ctrl-D to exit.")
     while True:
         try:
             line = input(">>> ")

@@ -35,13 +35,12 @@ def _cpu_name() -> str:
 
 def _isa() -> tuple[str, str]:
     """(instruction set, kernel back end) the integer kernels run on."""
-    try:
-        from ponder.kernels import isa
-    except ImportError:  # before per-ISA back ends: the VNNI IR kernel or its portable fallback
-        from ponder.kernels.qmatmul import HAS_VNNI
+    from ponder.kernels import isa
 
-        return ("avx512_vnni" if HAS_VNNI else "portable"), "LLVM IR kernels (ponder.kernels.qmatmul)"
-    return isa.describe(), f"LLVM IR kernels for {isa.current()} (ponder.kernels.isa.{isa.current()})"
+    name = isa.current()
+    if name == "scalar":
+        return isa.describe(), "plain Numba (the scalar oracle)"
+    return isa.describe(), f"LLVM IR kernels for {name} (ponder.kernels.isa.{name}, {isa.lanes(name)} rows per vector)"
 
 
 def kernel_cache_dir() -> str:
