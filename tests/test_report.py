@@ -98,7 +98,7 @@ def test_plot_is_readable(spread):
         ax = fig.axes[0]
         r = fig.canvas.get_renderer()
         labels = [t.get_window_extent(r) for t in ax.texts]
-        assert len(labels) == 14 and any(t.get_text() == "#1 #15" for t in ax.texts)
+        assert len(labels) == 14 and any(t.get_text() == "#1,#15" for t in ax.texts)
         for i, a in enumerate(labels):
             assert not any(a.overlaps(b) for b in labels[i + 1:]), [t.get_text() for t in ax.texts]
         ticks = [t.get_window_extent(r) for t in ax.get_xticklabels() if t.get_text() and t.get_visible()]

@@ -27,6 +27,11 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
     return front
 
 
+def _model(s: dict) -> str:
+    """A model given by path is named by its file (or directory) name."""
+    return os.path.basename(s["model"].rstrip("/")) or s["model"]
+
+
 def _overlap(a, b) -> float:
     w = min(a.x1, b.x1) - max(a.x0, b.x0)
     h = min(a.y1, b.y1) - max(a.y0, b.y0)
@@ -144,7 +149,7 @@ def figure(summaries: list[dict]):
     ax.grid(alpha=0.3, which="major")
 
     tasks = sorted({task_label(s) for s in rows})
-    models = sorted({s["model"] for s in rows})
+    models = sorted({_model(s) for s in rows})
     created = [s["created"] for s in rows if s.get("created")]
     days = sorted({time.strftime("%Y-%m-%d", time.localtime(t)) for t in created})
     when = days[0] if len(days) == 1 else f"{days[0]} to {days[-1]}" if days else ""
@@ -154,7 +159,7 @@ def figure(summaries: list[dict]):
     fig.text(0.07, 0.905, f"{len(rows)} runs, {'/'.join(map(str, problems))} problems each"
              + (f", {when}" if when else ""), fontsize=9, color="0.3")
 
-    # labels: one per distinct point ("#3 #7" where runs coincide)
+    # labels: one per distinct point ("#3,#7" where runs coincide)
     fig.canvas.draw()
     groups: dict[tuple[float, float], list[int]] = {}
     for i, p in pts.items():
@@ -169,7 +174,7 @@ def figure(summaries: list[dict]):
         if s["coverage"] is not None and s["coverage"] > s["accuracy"]:
             cx, cy = to_px((pts[s["id"]][0], 100 * s["coverage"]))
             marker_boxes.append(Bbox([[cx - 5, cy - 5], [cx + 5, cy + 5]]))
-    _place_labels(ax, fig, [(x, y, " ".join(f"#{i}" for i in ids)) for (x, y), ids in groups.items()], marker_boxes)
+    _place_labels(ax, fig, [(x, y, ",".join(f"#{i}" for i in ids)) for (x, y), ids in groups.items()], marker_boxes)
 
     handles = [Line2D([], [], marker="o", ls="", color=c, label=name) for name, c in colors.items()]
     handles += [Line2D([], [], marker="^", ls="", markerfacecolor="none", markeredgecolor="0.3",
@@ -184,7 +189,7 @@ def figure(summaries: list[dict]):
 
 def _side_table(side, rows, pts, colors, on_front, show_model: bool) -> None:
     """What each run is: id, strategy and samples, accuracy, coverage, tokens per problem."""
-    names = {s["id"]: run_label(s) + (f" ({s['model']})" if show_model else "") for s in rows}
+    names = {s["id"]: run_label(s) + (f" ({_model(s)})" if show_model else "") for s in rows}
     w = max(10, *(len(v) for v in names.values())) + 2
     head = f"{'run':>4}  {'strategy':<{w}}{'acc':>6}{'cov':>6}{'tok/prob':>10}"
     side.text(0.0, 1.0, head, family="monospace", fontsize=8, fontweight="bold", va="top", transform=side.transAxes)
