@@ -168,6 +168,24 @@ def test_a_foreign_or_damaged_database_is_a_clear_error(tmp_path, capsys):
     assert code == 2 and f"the results store {text} is damaged or not a ponder results store" in err
 
 
+def test_a_run_still_running_elsewhere_is_not_resumed(tmp_path, capsys):
+    path = _store_with_a_run(tmp_path)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        st = process._stat(other.pid)
+        _damage(path, "UPDATE runs SET status = 'running', pid = ?, host = ?, pid_start = ?", other.pid,
+                process.identity()["host"], st and st[1])
+        code, _, err = _cli(capsys, "run", "--resume", "1", "--store", path)
+        assert code == 2 and f"run 1 in {path} is still running (process {other.pid}" in err
+        code, out, _ = _cli(capsys, "runs", "--store", path)
+        assert code == 0 and "running" in out and "interrupted" not in out
+    finally:
+        other.kill()
+        other.wait()
+    code, out, _ = _cli(capsys, "runs", "--store", path)
+    assert code == 0 and "run 1 was interrupted (its process is gone)" in out
+
+
 def test_a_store_from_before_pid_tracking_opens(tmp_path):
     path = str(tmp_path / "old.sqlite")
     db = sqlite3.connect(path)

@@ -47,8 +47,15 @@ def resume_config(store, run_id: int) -> RunConfig:
     except ValueError as e:
         raise StoreError(f"run {run_id} in {store.path} cannot be resumed: its stored config {e}") from None
     _check_same_run(config, run, store.path)
+    _check_not_running(run, store.path)
     store.check_run(run_id)  # a damaged row fails now, before the model loads
     return config
+
+
+def _check_not_running(run: dict, path: str) -> None:
+    if run["process"] == "alive" and not process.is_self(run["pid"], run["host"]):
+        raise StoreError(f"run {run['id']} in {path} is still running (process {run['pid']} on {run['host']}); "
+                         f"stop that process first, or wait for it")
 
 
 def _check_same_run(config: RunConfig, run: dict, path: str) -> None:
@@ -63,8 +70,7 @@ def _check_resumable(config: RunConfig, problems, store, run_id: int, model: dic
     stored = store.run(run_id)
     where = f"run {run_id} in {store.path}"
     _check_same_run(config, stored, store.path)
-    if stored["process"] == "alive" and not process.is_self(stored["pid"], stored["host"]):
-        raise StoreError(f"{where} is still running (process {stored['pid']} on {stored['host']})")
+    _check_not_running(stored, store.path)
     if stored["model_sha256"] and model.get("sha256") and stored["model_sha256"] != model["sha256"]:
         raise PonderError(f"run {run_id} used model {stored['model']} (sha256 {stored['model_sha256'][:12]}...); "
                           f"the model given now differs, so the run cannot be continued")

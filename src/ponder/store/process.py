@@ -33,7 +33,8 @@ def identity() -> dict:
 
 def state(pid: int | None, host: str | None, start: str | None) -> str:
     """"alive", "gone", or "unknown" (another host, or nothing recorded) for a recorded process."""
-    if not pid or not host or host != socket.gethostname():
+    # os.kill(pid, 0) probes a process only on POSIX (on Windows signal 0 is a Ctrl-C event)
+    if not pid or not host or host != socket.gethostname() or os.name != "posix":
         return "unknown"
     try:
         os.kill(pid, 0)
@@ -49,3 +50,8 @@ def state(pid: int | None, host: str | None, start: str | None) -> str:
     status, started = st
     # a killed process that its parent has not reaped yet is a zombie; a different start time is a reused PID
     return "gone" if status in ("Z", "X") or (start is not None and started != start) else "alive"
+
+
+def is_self(pid: int | None, host: str | None) -> bool:
+    """Whether a recorded process is this one."""
+    return pid == os.getpid() and host == socket.gethostname()
