@@ -32,9 +32,6 @@ class Chat:
 
     def __init__(self, engine, out, *, temperature: float, seed: int | None, max_tokens: int,
                  system: str | None = None):
-        from ponder import SamplingParams
-
-        SamplingParams(temperature=temperature, seed=seed, max_tokens=max_tokens)  # bad settings fail here
         self.engine = engine
         self.out = out
         self.temperature, self.seed, self.max_tokens = temperature, seed, max_tokens
@@ -154,12 +151,13 @@ class Chat:
 
 def run(args) -> int:
     """The `ponder chat` command."""
-    from ponder import Engine
+    from ponder import Engine, SamplingParams
 
     try:
         import readline  # noqa: F401  (line editing and history for input())
     except ImportError:  # pragma: no cover  (not on every platform)
         pass
+    SamplingParams(temperature=args.temperature, seed=args.seed, max_tokens=args.max_tokens)  # fail before loading
     engine = Engine.from_pretrained(args.model, threads=args.threads)
     chat = Chat(engine, sys.stdout, temperature=args.temperature, seed=args.seed, max_tokens=args.max_tokens,
                 system=args.system)
