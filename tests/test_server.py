@@ -254,7 +254,7 @@ def test_tokenizer_endpoints(http):
     assert http.post("/detokenize", json={"tokens": r["tokens"]}).json()["prompt"] == "in the <|im_end|>"
     chat = http.post("/tokenize", json={"messages": [{"role": "user", "content": "hi"}]}).json()
     assert chat["tokens"][0] == 1  # <|im_start|>
-    _error(http.post("/detokenize", json={"tokens": [10**6]}), 400, "prompt")
+    _error(http.post("/detokenize", json={"tokens": [10**6]}), 400, "tokens")
     _error(http.post("/tokenize", json={"prompt": 5}), 400, "prompt")
 
 
@@ -384,3 +384,45 @@ def test_stream_logprobs_equal_plain(http):
                 streamed[c["index"]] += (c["logprobs"] or {}).get("content") or []
     for c in plain:
         assert streamed[c["index"]] == c["logprobs"]["content"]
+
+
+# -- the remote backend's errors and key ---------------------------------------------
+
+def test_openai_backend_reports_a_wrong_key_with_the_servers_message(server):
+    from ponder.errors import PonderError
+    from ponder.strategies.openai_backend import OpenAIBackend
+
+    with pytest.raises(PonderError) as e:
+        OpenAIBackend(server.url + "/v1", api_key="not-the-key-123")
+    msg = str(e.value)
+    assert "401" in msg and "invalid or missing API key" in msg and "not-the-key-123" not in msg
+
+
+def test_openai_backend_takes_the_key_from_the_environment(server, monkeypatch):
+    from ponder.strategies.openai_backend import OpenAIBackend
+
+    for var in ("PONDER_API_KEY", "OPENAI_API_KEY"):
+        monkeypatch.delenv("PONDER_API_KEY", raising=False)
+        monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+        monkeypatch.setenv(var, KEY)
+        assert OpenAIBackend(server.url + "/v1").model
+    monkeypatch.setenv("PONDER_API_KEY", KEY)
+    monkeypatch.setenv("OPENAI_API_KEY", "some-other-service-key")  # PONDER_API_KEY wins
+    assert OpenAIBackend(server.url + "/v1").model
+
+
+def test_openai_backend_redacts_credentials_in_the_url(server, monkeypatch):
+    from ponder.errors import PonderError
+    from ponder.strategies.openai_backend import OpenAIBackend
+
+    monkeypatch.delenv("PONDER_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    host = server.url.split("//", 1)[1]
+    for url in (f"http://alice:pa55word-x@{host}/v1",  # the server refuses basic auth: 401
+                "http://alice:pa55word-x@127.0.0.1:9/v1",  # nothing listens: cannot reach
+                f"http://tok-abcdef-999@{host}/v1"):
+        with pytest.raises(PonderError) as e:
+            OpenAIBackend(url, api_key="k-secret-77")
+        msg = str(e.value)
+        assert "***@" in msg and "pa55word-x" not in msg and "tok-abcdef-999" not in msg, msg
+        assert "k-secret-77" not in msg

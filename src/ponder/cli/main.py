@@ -232,8 +232,11 @@ def _cmd_info(args) -> int:
 def _cmd_serve(args) -> int:
     from ponder.server.serve import serve
 
+    from ponder.server.serve import parse_size
+
+    kv_memory = parse_size(args.kv_memory) if args.kv_memory is not None else None
     return serve(args.model, host=args.host, port=args.port, api_key=args.api_key, max_queue=args.max_queue,
-                 threads=args.threads)
+                 threads=args.threads, kv_memory=kv_memory)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -289,9 +292,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-m", "--model", default=DEFAULT_MODEL, help="model name or path (.gguf or checkpoint dir)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--api-key", default=None, help="require Authorization: Bearer KEY (default: no key)")
+    p.add_argument("--api-key", default=None,
+                   help="require Authorization: Bearer KEY (default: $PONDER_API_KEY if set, else no key; the "
+                        "variable keeps the key out of `ps`)")
     p.add_argument("--max-queue", type=int, default=256,
                    help="prompts held at once, running or waiting; more get 429 (default 256)")
+    p.add_argument("--kv-memory", default=None, metavar="SIZE",
+                   help="memory for the KV cache pool, e.g. 512M or 2G (default 512M); it bounds the tokens held "
+                        "by all running requests, and so the longest prompt")
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=_cmd_serve)
 
@@ -338,7 +346,9 @@ def _add_run_args(p) -> None:
     p.add_argument("--backend", choices=["local", "openai"], default="local",
                    help="local: this machine's engine; openai: any OpenAI-compatible server (--base-url)")
     p.add_argument("--base-url", default=None, help="openai backend: e.g. http://127.0.0.1:8000/v1")
-    p.add_argument("--api-key", default=None, help="openai backend: bearer token")
+    p.add_argument("--api-key", default=None,
+                   help="openai backend: bearer token (default: $PONDER_API_KEY, else $OPENAI_API_KEY; the "
+                        "variables keep the key out of `ps`)")
     p.add_argument("--served-model", default=None, help="openai backend: model id (default: the server's first)")
     p.add_argument("--tokenizer", default=None,
                    help="openai backend: local model name/path whose tokenizer renders chats (default: server /tokenize)")

@@ -29,6 +29,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 
 from ponder.engine.finish import cut_at_stop, is_stop_token, shown
+from ponder.errors import ContextLengthError
 from ponder.server import metrics, protocol
 from ponder.server.detokenize import IncrementalDetokenizer, TokenStrings, token_offsets
 from ponder.server.engine_loop import EngineLoop, Job
@@ -119,12 +120,17 @@ class Server:
         self.engine_loop = EngineLoop(engine)
         self.tokenizer = engine.tokenizer
         self.strings = TokenStrings(engine.tokenizer)
-        self.context_length = engine.config.context_length
-        self.vocab_size = engine.config.vocab_size
-        self.model_id = model_name or engine.model.name
-        path = engine.model.path.rstrip("/")
+        info = engine.info()
+        self.context_length = info.context_length
+        self.kv_tokens = info.kv_blocks * info.block_size
+        self.max_prompt_tokens = min(self.context_length, self.kv_tokens)
+        # The most characters one token can stand for: its symbol's length (byte-level BPE: one
+        # character per byte; added tokens: their text).  Bounds a text's tokens before tokenizing.
+        self.max_token_chars = max(map(len, engine.tokenizer.hf.get_vocab(with_added_tokens=True)), default=1)
+        self.model_id = model_name or info.model_name
+        path = info.model_path.rstrip("/")
         base = os.path.basename(path)
-        self.model_names = {self.model_id, engine.model.name, path, base, os.path.splitext(base)[0]}
+        self.model_names = {self.model_id, info.model_name, path, base, os.path.splitext(base)[0]}
         self.api_key = api_key
         self.max_queue = max_queue
         self.fingerprint = fingerprint(engine)
@@ -148,11 +154,12 @@ class Server:
             Route("/metrics", r(self.metrics, auth=False), methods=["GET"]),
         ]
 
-        async def http_error(request, exc: HTTPException):
+        async def http_error(request, exc: HTTPException):  # the router's 404 and 405 (with its Allow header)
             self.http_status[exc.status_code] += 1
             msg = "not found" if exc.status_code == 404 else (exc.detail or "error")
-            return JSONResponse(APIError(f"{msg}: {request.method} {request.url.path}", exc.status_code).body(),
-                                status_code=exc.status_code)
+            code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+            return JSONResponse(APIError(f"{msg}: {request.method} {request.url.path}", exc.status_code,
+                                         code=code).body(), status_code=exc.status_code, headers=exc.headers)
 
         async def any_error(request, exc: Exception):  # the backstop; _route catches first
             log.error("unhandled error", exc_info=exc)
@@ -200,33 +207,61 @@ class Server:
             raise APIError("invalid or missing API key (send Authorization: Bearer KEY)", 401, code="invalid_api_key")
 
     async def _json(self, request: Request) -> dict:
-        body = await request.body()
-        if len(body) > MAX_BODY:
-            raise APIError(f"request body is larger than {MAX_BODY} bytes", 413, code="body_too_large")
-        try:
-            data = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise APIError(f"the body is not valid JSON: {e}", code="invalid_json") from None
-        if not isinstance(data, dict):
-            raise APIError("the body must be a JSON object", code="invalid_json")
-        return data
+        """The body as a JSON object (protocol.decode_body), read up to MAX_BODY and decoded off the event loop."""
+        too_big = APIError(f"the request body is larger than {MAX_BODY} bytes", 413, code="body_too_large")
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and (len(declared) > 12 or int(declared) > MAX_BODY):
+            raise too_big
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY:
+                raise too_big
+            chunks.append(chunk)
+        raw = b"".join(chunks)
+        if size < 65536:  # small bodies: a thread hop costs more than decoding
+            return protocol.decode_body(raw)
+        return await asyncio.to_thread(protocol.decode_body, raw)
 
-    def _check_model(self, model: str | None) -> None:
+    def _check_model(self, model) -> None:
+        if model is not None and not isinstance(model, str):
+            raise APIError("model must be a string", param="model", code="invalid_type")
         if model is not None and model not in self.model_names:
             raise APIError(f"the model {model!r} does not exist; this server serves {self.model_id!r}", 404,
                            param="model", code="model_not_found")
 
-    def _encode(self, prompt) -> list[int]:
-        return self.tokenizer.encode(prompt) if isinstance(prompt, str) else prompt
+    def _prompt_ids(self, prompt, generate: bool, add_bos: bool | None = None) -> list[int]:
+        """A prompt's token ids, validated by the engine (vocabulary; context window and KV pool: 413).
 
-    def _check_length(self, ids: list[int], generate: bool) -> None:
+        Blocking: run it off the event loop.  A text is measured before it is tokenized: a token
+        covers at most `max_token_chars` characters, so a longer text cannot fit and is refused
+        without tokenizing it.
+        """
+        if isinstance(prompt, str):
+            limit = self.max_prompt_tokens - 1 if generate else self.max_prompt_tokens
+            if len(prompt) > limit * self.max_token_chars:
+                raise self._too_long(len(prompt), limit)
+            ids = self.tokenizer.encode(prompt, add_bos=add_bos)
+        else:
+            ids = prompt
         self.engine.check_prompt(ids, generate)  # the engine's own validation, before any work is queued
+        return ids
 
-    def _admit(self, k: int):
-        """Hold k prompt slots; returns the (idempotent) function that gives them back."""
+    def _too_long(self, chars: int, limit: int) -> ContextLengthError:
+        return ContextLengthError(f"the prompt is {chars} characters, more than {limit} tokens can hold (a token "
+                                  f"is at most {self.max_token_chars} characters); this server takes prompts of at "
+                                  f"most {self.max_prompt_tokens} tokens (context window {self.context_length}, "
+                                  f"KV pool {self.kv_tokens})")
+
+    def _check_capacity(self, k: int) -> None:
+        """429 when k more prompts would exceed --max-queue (checked before tokenizing, and again on admission)."""
         if self.open + k > self.max_queue:
             raise APIError(f"the server is at capacity ({self.max_queue} prompts queued or running); retry later",
                            429, code="queue_full")
+
+    def _admit(self, k: int):
+        """Hold k prompt slots; returns the (idempotent) function that gives them back."""
+        self._check_capacity(k)
         self.open += k
         held = [k]
 
@@ -280,17 +315,24 @@ class Server:
                 raise APIError("add_generation_prompt must be a boolean", param="add_generation_prompt",
                                code="invalid_type")
             messages = protocol.parse_messages(body["messages"])
-            text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=add_gen)
             add_special = False  # the template already holds the special tokens
         else:
-            text = body.get("prompt")
+            messages, text = None, body.get("prompt")
             if not isinstance(text, str):
                 raise APIError("prompt must be a string (or send messages)", param="prompt", code="invalid_type")
-        ids = self.tokenizer.encode(text, add_bos=None if add_special else False)
-        out = {"count": len(ids), "max_model_len": self.context_length, "tokens": ids}
-        if body.get("return_token_strs"):
-            out["token_strs"] = [self.strings.text(t) for t in ids]
-        return JSONResponse(out)
+        strs = body.get("return_token_strs", False)
+        if not isinstance(strs, bool):
+            raise APIError("return_token_strs must be a boolean", param="return_token_strs", code="invalid_type")
+
+        def work() -> dict:
+            prompt = text if messages is None else self.tokenizer.apply_chat_template(messages, add_gen)
+            ids = self._prompt_ids(prompt, False, add_bos=None if add_special else False)
+            out = {"count": len(ids), "max_model_len": self.context_length, "tokens": ids}
+            if strs:
+                out["token_strs"] = [self.strings.text(t) for t in ids]
+            return out
+
+        return JSONResponse(await asyncio.to_thread(work))
 
     async def detokenize(self, request: Request) -> Response:
         body = await self._json(request)
@@ -298,8 +340,8 @@ class Server:
         ids = body.get("tokens")
         if not (isinstance(ids, list) and all(protocol.is_int(t) for t in ids)):
             raise APIError("tokens must be a list of token ids", param="tokens", code="invalid_type")
-        self.engine.check_token_ids(ids)
-        return JSONResponse({"prompt": self.tokenizer.decode(ids)})
+        self.engine.check_token_ids(ids, "tokens")
+        return JSONResponse({"prompt": await asyncio.to_thread(self.tokenizer.decode, ids)})
 
     async def tokenizer_info(self, request: Request) -> Response:
         tok = self.tokenizer
@@ -321,10 +363,15 @@ class Server:
         req = protocol.parse_completion(await self._json(request), self.context_length)
         self._check_model(req.model)
         generate = req.max_tokens != 0
-        ids = [self._encode(p) for p in req.prompts]
-        for p in ids:
-            self._check_length(p, generate)
-        echo_texts = [p if isinstance(p, str) else self.tokenizer.decode(i) for p, i in zip(req.prompts, ids)]
+
+        def work():  # off the event loop: tokenizing a long prompt takes a while
+            ids = [self._prompt_ids(p, generate) for p in req.prompts]
+            echo = [p if isinstance(p, str) else self.tokenizer.decode(i) if req.echo else ""
+                    for p, i in zip(req.prompts, ids)]
+            return ids, echo
+
+        self._check_capacity(len(req.prompts))
+        ids, echo_texts = await asyncio.to_thread(work)
         release = self._admit(len(ids))
         if req.stream:
             return self._sse(self._stream(request, req, ids, echo_texts, release), release)
@@ -336,9 +383,13 @@ class Server:
     async def chat(self, request: Request) -> Response:
         req, messages, add_gen = protocol.parse_chat(await self._json(request), self.context_length)
         self._check_model(req.model)
-        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=add_gen)
-        ids = [self.tokenizer.encode(text)]
-        self._check_length(ids[0], req.max_tokens != 0)
+
+        def work():  # off the event loop
+            text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=add_gen)
+            return [self._prompt_ids(text, req.max_tokens != 0)]
+
+        self._check_capacity(1)
+        ids = await asyncio.to_thread(work)
         release = self._admit(1)
         if req.stream:
             return self._sse(self._stream(request, req, ids, [""], release), release)

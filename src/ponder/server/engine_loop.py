@@ -204,10 +204,22 @@ class EngineLoop:
             by_request.setdefault(ev.request_id, []).append(ev)
         for rid, evs in by_request.items():
             job = self._jobs.get(rid)
-            if job is not None:
+            if job is None:
+                continue
+            try:
                 self._send(job, ("tokens", evs, self._top_logprobs(job, evs)))
-        for rid in [r for r in self._jobs if self.engine.is_finished(r)]:  # scores and failures have no events
-            self._finish(rid)
+            except Exception as e:  # this request's failure: answer it, the others go on
+                log.exception("request %d failed", rid)
+                self._fail(rid, e)
+        for rid in list(self._jobs):  # scores and failed requests finish without events
+            try:
+                done = self.engine.is_finished(rid)
+            except Exception as e:
+                log.exception("request %d failed", rid)
+                self._fail(rid, e)
+                continue
+            if done:
+                self._finish(rid)
 
     @staticmethod
     def _top_logprobs(job: Job, events: list) -> list | None:
@@ -215,8 +227,13 @@ class EngineLoop:
         return [ev.top_logprobs for ev in events] if job.params.logprobs else None
 
     def _finish(self, rid: int) -> None:
+        try:
+            result = self.engine.pop_result(rid)
+        except Exception as e:  # e.g. a token that cannot be decoded: that request's error, never a lost job
+            log.exception("finishing request %d failed", rid)
+            self._fail(rid, e)
+            return
         job = self._jobs.pop(rid)
-        result = self.engine.pop_result(rid)
         if result.error is not None:
             self._send(job, ("error", result.error))
             return
@@ -228,6 +245,20 @@ class EngineLoop:
         self.stats.prompt_tokens += result.usage.get("prompt_tokens", 0)
         self.stats.cached_tokens += result.usage.get("cached_tokens", 0)
         self._send(job, ("done", result))
+
+    def _fail(self, rid: int, error: Exception) -> None:
+        """End one request with an error: free what the engine still holds for it, answer its job."""
+        job = self._jobs.pop(rid, None)
+        try:
+            self.engine.abort(rid)  # frees its KV blocks (a no-op once the engine has dropped it)
+        except Exception:
+            log.exception("aborting request %d", rid)
+        try:
+            self.engine.pop_result(rid)  # drops the engine's record of it, if it still has one
+        except Exception:
+            pass  # already dropped (pop_result removes the record before it decodes), or undecodable
+        if job is not None:
+            self._send(job, ("error", error))
 
     def _fail_all(self, error: Exception) -> None:
         for rid in list(self._jobs):

@@ -17,6 +17,9 @@ Any other field is a 400 naming it, as OpenAI does: a typo never silently change
 
 from __future__ import annotations
 
+import json
+import math
+import re
 from dataclasses import dataclass
 
 from ponder.engine.sampling_params import SamplingParams
@@ -62,6 +65,85 @@ def api_error(e: BaseException) -> APIError:
     if isinstance(e, PonderError):
         return APIError(str(e), e.http_status, getattr(e, "param", None), e.code)
     return APIError("internal server error", 500, code="internal_error")
+
+
+# -- the body ----------------------------------------------------------------------
+
+MAX_DEPTH = 32  # nesting of arrays and objects; OpenAI bodies need 5
+INT_MIN, INT_MAX = -2**63, 2**63 - 1  # every integer field is a 64-bit one on the wire (as in vLLM, OpenAI)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class _Bad:
+    """A value json.loads met that no field can take; decode_body reports it with the field's path."""
+
+    def __init__(self, why: str):
+        self.why = why
+
+
+def _parse_int(text: str):
+    # Called before Python's int() so that 5,000 digits never reach its int-string limit (ValueError).
+    if len(text) > 20:
+        return _Bad(f"is an integer of {len(text.lstrip('-'))} digits; integers must fit in 64 bits")
+    v = int(text)
+    return v if INT_MIN <= v <= INT_MAX else _Bad(f"is {v}, which does not fit in 64 bits")
+
+
+def _parse_float(text: str):
+    v = float(text)
+    return v if math.isfinite(v) else _Bad(f"is {text[:20]}, which is not a finite 64-bit number")
+
+
+def _parse_constant(text: str):
+    return _Bad(f"is {text}, which is not valid JSON (numbers must be finite)")
+
+
+def decode_body(raw: bytes) -> dict:
+    """A request body -> a JSON object, or APIError(400) naming what is wrong and where.
+
+    Beyond json.loads: the body must be UTF-8 and an object; nesting is bounded; strings must be
+    valid Unicode (a lone surrogate such as "\\ud800" cannot be tokenized); numbers must be finite
+    (no NaN, Infinity, or 1e999) and integers must fit in 64 bits.
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise APIError(f"the body is not valid UTF-8 (byte {e.start})", code="invalid_json") from None
+    try:
+        data = json.loads(text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_parse_constant)
+    except json.JSONDecodeError as e:
+        raise APIError(f"the body is not valid JSON: {e.msg} (line {e.lineno}, column {e.colno})",
+                       code="invalid_json") from None
+    except RecursionError:
+        raise APIError(f"the body is nested too deeply (at most {MAX_DEPTH} levels)", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise APIError("the body must be a JSON object", code="invalid_json")
+    _check_values(data)
+    return data
+
+
+def _check_values(data: dict) -> None:
+    """Walk the decoded body (iteratively: depth is bounded here, not by Python's stack)."""
+    todo = [(data, "", 1)]
+    while todo:
+        value, path, depth = todo.pop()
+        if isinstance(value, _Bad):
+            raise APIError(f"{path} {value.why}", param=path, code="invalid_value")
+        if isinstance(value, str):
+            if _SURROGATE.search(value):
+                raise APIError(f"{path or 'a field name'} is not valid Unicode: it holds a lone surrogate "
+                               f"({_SURROGATE.search(value).group()!r}), which is not a character",
+                               param=path or None, code="invalid_value")
+            continue
+        if isinstance(value, (dict, list)) and depth > MAX_DEPTH:
+            raise APIError(f"{path} is nested too deeply (at most {MAX_DEPTH} levels)", param=path,
+                           code="invalid_value")
+        if isinstance(value, dict):
+            for k, v in value.items():
+                todo.append((v, f"{path}.{k}" if path else k, depth + 1))
+                todo.append((k, path, depth))  # the name first (popped first): paths hold only valid names
+        elif isinstance(value, list):
+            todo.extend((v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value))
 
 
 # -- fields -----------------------------------------------------------------------
@@ -137,7 +219,8 @@ def _check_fields(body: dict, honoured: set[str]) -> None:
                 why = _WHY.get(name, "only its default value is supported")
                 raise APIError(f"unsupported value for {name}: {why}", param=name, code="unsupported_parameter")
             continue
-        raise APIError(f"unrecognized request argument: {name}", param=name, code="unrecognized_argument")
+        raise APIError(f"unrecognized request argument: {_short(name)}", param=name[:100],
+                       code="unrecognized_argument")
 
 
 def _get(body: dict, name: str, check, what: str, default=None):

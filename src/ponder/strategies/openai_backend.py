@@ -20,11 +20,18 @@ speak token ids, so:
   prefix of one n = N request.
 
 Requests of one batch are sent concurrently, so the server batches them.
+
+The API key comes from the argument, else the environment (PONDER_API_KEY, then
+OPENAI_API_KEY), so it need not be on a command line where `ps` shows it.  Every
+error names the server by its URL with any credentials in it (user:password@) and
+the key replaced by "***".
 """
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
 
 from ponder.engine.sampling_params import SamplingParams
 from ponder.errors import PonderError
@@ -39,8 +46,15 @@ class OpenAIBackend(Backend):
 
         super().__init__()
         self.base_url = base_url.rstrip("/")
+        if api_key is None:
+            api_key = os.environ.get("PONDER_API_KEY") or os.environ.get("OPENAI_API_KEY") or None
+        self._secrets = sorted({x for x in (api_key, *_userinfo(self.base_url)) if x}, key=len, reverse=True)
+        self.shown_url = self.redact(self.base_url)  # what errors and stored runs show
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+        try:
+            self.http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+        except (httpx.InvalidURL, ValueError, TypeError) as e:
+            raise PonderError(f"invalid --base-url {self.shown_url}: {self.redact(str(e))}") from None
         self.root = self.base_url[:-3] if self.base_url.endswith("/v1") else self.base_url
         self.tokenizer = tokenizer  # a ponder Tokenizer, when the server has no /tokenize for chats
         self.pool = ThreadPoolExecutor(concurrency)
@@ -48,30 +62,48 @@ class OpenAIBackend(Backend):
         self._fingerprint = None
 
     # -- plumbing -------------------------------------------------------------
-    def _post(self, url: str, body: dict) -> dict:
+    def redact(self, text: str) -> str:
+        """text with the credentials (URL user:password, API key) replaced by ***."""
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def _request(self, method: str, url: str, body: dict | None = None) -> dict:
+        """One call; any failure is a PonderError naming the (redacted) URL and what the server said."""
         import httpx
 
+        shown = self.redact(url if url.startswith("http") else self.base_url + url)
         try:
-            r = self.http.post(url, json=body)
+            r = self.http.request(method, url, json=body)
         except httpx.HTTPError as e:
-            raise PonderError(f"cannot reach {self.base_url}: {e}") from None
+            raise PonderError(f"cannot reach {shown}: {self.redact(str(e)) or type(e).__name__}") from None
         if r.status_code >= 400:
             try:
                 message = r.json()["error"]["message"]
             except Exception:
-                message = r.text[:300]
-            raise PonderError(f"{url} answered {r.status_code}: {message}")
-        return r.json()
+                message = r.text[:300] or r.reason_phrase
+            hint = " (check the API key: --api-key, or PONDER_API_KEY / OPENAI_API_KEY)" if r.status_code == 401 else ""
+            raise PonderError(f"{shown} answered {r.status_code}: {self.redact(str(message))}{hint}")
+        try:
+            out = r.json()
+        except ValueError:
+            raise PonderError(f"{shown} answered {r.status_code} with a body that is not JSON: "
+                              f"{self.redact(r.text[:200])!r}") from None
+        if not isinstance(out, dict):
+            raise PonderError(f"{shown} answered with JSON that is not an object")
+        return out
+
+    def _post(self, url: str, body: dict) -> dict:
+        return self._request("POST", url, body)
 
     def _first_model(self) -> str:
-        import httpx
-
-        try:
-            data = self.http.get("/models").json()["data"]
-        except (httpx.HTTPError, KeyError, ValueError) as e:
-            raise PonderError(f"cannot list models at {self.base_url}/models: {e}") from None
+        data = self._request("GET", "/models").get("data")
+        if not isinstance(data, list):
+            raise PonderError(f"{self.shown_url}/models did not answer with a list of models (no \"data\")")
         if not data:
-            raise PonderError(f"{self.base_url} serves no models")
+            raise PonderError(f"{self.shown_url} serves no models")
+        if not (isinstance(data[0], dict) and isinstance(data[0].get("id"), str)):
+            raise PonderError(f"{self.shown_url}/models answered a model without an id")
         return data[0]["id"]
 
     # -- Backend ----------------------------------------------------------------
@@ -83,7 +115,7 @@ class OpenAIBackend(Backend):
         # ponder's fingerprint starts with the model file's sha256; others are opaque
         fp = self._fingerprint
         sha = fp.split("-")[0] if fp and len(fp.split("-")[0]) == 64 else None
-        return {"name": self.model, "path": self.base_url, "sha256": sha, "fingerprint": fp}
+        return {"name": self.model, "path": self.shown_url, "sha256": sha, "fingerprint": fp}
 
     def encode_chat(self, messages):
         if self.tokenizer is not None:
@@ -95,7 +127,8 @@ class OpenAIBackend(Backend):
                 return list(out.json()["tokens"])
         except Exception:
             pass
-        raise PonderError(f"{self.root}/tokenize cannot render chats; give a local tokenizer (--tokenizer MODEL)")
+        raise PonderError(f"{self.redact(self.root)}/tokenize cannot render chats; give a local tokenizer "
+                          "(--tokenizer MODEL)")
 
     def decode(self, token_ids):
         if self.tokenizer is not None:
@@ -182,3 +215,15 @@ class OpenAIBackend(Backend):
             except Exception:
                 pass  # servers without /tokenizer_info: rely on stop_reason
         return self._eos
+
+
+def _userinfo(url: str) -> list[str]:
+    """The credentials a URL carries: its whole "user:password" (a token may stand as the user), and the password."""
+    try:
+        netloc = urlsplit(url).netloc
+    except ValueError:
+        return []
+    if "@" not in netloc:
+        return []
+    info = netloc.rsplit("@", 1)[0]
+    return [info] + ([info.split(":", 1)[1]] if ":" in info else [])
