@@ -253,15 +253,15 @@ class Server:
                                   f"most {self.max_prompt_tokens} tokens (context window {self.context_length}, "
                                   f"KV pool {self.kv_tokens})")
 
-    def _check_capacity(self, k: int) -> None:
-        """429 when k more prompts would exceed --max-queue (checked before tokenizing, and again on admission)."""
+    def _admit(self, k: int):
+        """Hold k prompt slots; returns the (idempotent) function that gives them back.
+
+        Called after validation and tokenizing, so that a request that can never succeed gets its
+        4xx rather than a 429 that invites a retry.
+        """
         if self.open + k > self.max_queue:
             raise APIError(f"the server is at capacity ({self.max_queue} prompts queued or running); retry later",
                            429, code="queue_full")
-
-    def _admit(self, k: int):
-        """Hold k prompt slots; returns the (idempotent) function that gives them back."""
-        self._check_capacity(k)
         self.open += k
         held = [k]
 
@@ -370,7 +370,6 @@ class Server:
                     for p, i in zip(req.prompts, ids)]
             return ids, echo
 
-        self._check_capacity(len(req.prompts))
         ids, echo_texts = await asyncio.to_thread(work)
         release = self._admit(len(ids))
         if req.stream:
@@ -388,7 +387,6 @@ class Server:
             text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=add_gen)
             return [self._prompt_ids(text, req.max_tokens != 0)]
 
-        self._check_capacity(1)
         ids = await asyncio.to_thread(work)
         release = self._admit(1)
         if req.stream:
