@@ -27,3 +27,41 @@ def test_real_model_chat(default_model_path, default_engine, tmp_path):
         assert r.system_fingerprint.split("-")[0] == registry.file_sha256(default_model_path)
         again = client.chat.completions.create(**ask)
         assert again.usage.prompt_tokens_details.cached_tokens > 0
+
+
+def test_real_model_long_prompt_is_tokenized_off_the_event_loop(default_engine):
+    """A prompt under the character bound but over the token limit is tokenized (seconds) on a worker
+    thread, with the GIL released, and refused with 413; /health answers all the while."""
+    import asyncio
+    import random
+    import time
+
+    import httpx
+
+    from ponder.server.app import Server
+
+    server = Server(default_engine, "default")
+    rng = random.Random(0)
+    words = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 9))) for _ in range(5000)]
+    prompt = " ".join(rng.choice(words) for _ in range(60_000))  # ~360K characters, ~100K tokens
+    assert len(prompt) < server.max_prompt_tokens * server.max_token_chars  # not refused unread
+    server.engine_loop.start()
+
+    async def go():
+        transport = httpx.ASGITransport(app=server.app())
+        async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=120) as c:
+            big = asyncio.ensure_future(c.post("/v1/completions", json={"prompt": prompt, "max_tokens": 1}))
+            latencies = []
+            while not big.done():
+                t = time.perf_counter()
+                assert (await c.get("/health")).status_code == 200
+                latencies.append(time.perf_counter() - t)
+                await asyncio.sleep(0.01)
+            return await big, latencies
+
+    try:
+        r, latencies = asyncio.run(go())
+    finally:
+        server.engine_loop.stop()
+    assert r.status_code == 413 and "tokens" in r.json()["error"]["message"], r.text
+    assert len(latencies) > 5 and max(latencies) < 1.0, latencies  # liveness: /health was never held up

@@ -21,6 +21,8 @@ from ponder.loading.chat_template import ChatTemplate
 _TOKEN_TYPE_CONTROL = 3
 _TOKEN_TYPE_USER_DEFINED = 4
 
+_LONG_TEXT = 1 << 16  # characters; see Tokenizer.encode
+
 _LLAMA3_REGEX = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
     r"|\s*[\r\n]+|\s+(?!\S)|\s+"
@@ -123,7 +125,10 @@ class Tokenizer:
 
     def encode(self, text: str, add_bos: bool | None = None) -> list[int]:
         """Text -> ids.  Special-token text (e.g. '<|im_start|>') becomes its token, as in chat prompts."""
-        ids = self.hf.encode(text, add_special_tokens=False).ids
+        # A long text goes through encode_batch, which releases the GIL while it works (encode holds it
+        # for seconds on a megabyte), so the server's event loop runs on while a worker thread tokenizes.
+        encode = self.hf.encode if len(text) < _LONG_TEXT else lambda t, **kw: self.hf.encode_batch([t], **kw)[0]
+        ids = encode(text, add_special_tokens=False).ids
         if (self.add_bos if add_bos is None else add_bos) and self.bos_id is not None:
             if not ids or ids[0] != self.bos_id:
                 ids = [self.bos_id] + ids

@@ -31,6 +31,9 @@ def serve(model: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | 
         raise PonderError("--max-queue must be at least 1")
     if kv_memory is not None and kv_memory < 1 << 20:
         raise PonderError(f"--kv-memory must be at least 1M (got {kv_memory} bytes)")
+    # Long prompts are tokenized with encode_batch (it releases the GIL); keep its thread pool off so
+    # that `tokenizers` has nothing to warn about should this process ever fork.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if api_key is None:  # from the environment, so that it need not show in `ps`
         api_key = os.environ.get("PONDER_API_KEY") or None
     kv = {} if kv_memory is None else {"kv_memory": kv_memory}
