@@ -117,12 +117,7 @@ def figure(summaries: list[dict]):
     on_front = {i for i, p in pts.items() if p in front}
 
     xs = [p[0] for p in pts.values()]
-    log = max(xs) / max(min(xs), 1e-9) > 20
-    if front:
-        # the front as a staircase, extended to the right edge: everything below-right of it is dominated
-        fx = [p[0] for p in front] + [max(xs) * (1.6 if log else 1.08)]
-        fy = [p[1] for p in front] + [front[-1][1]]
-        ax.step(fx, fy, where="post", color="0.25", lw=1.6, ls="--", zorder=2)
+    log = min(xs) > 0 and max(xs) / min(xs) > 20  # a log axis only for wide spreads of positive counts
     for s in rows:
         x, y = pts[s["id"]]
         c = colors[s["strategy"]]
@@ -139,9 +134,14 @@ def figure(summaries: list[dict]):
         ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0), numticks=12))
         ax.xaxis.set_minor_formatter(NullFormatter())
     else:
-        span = max(max(xs) - min(xs), max(xs) * 0.2, 1.0)
-        ax.set_xlim(max(0.0, min(xs) - 0.12 * span), max(xs) + 0.12 * span)
-        ax.xaxis.set_major_locator(MaxNLocator(nbins=6))
+        # room around the points, and whole-number ticks (a token count), so no two tick labels read the same
+        pad = max(0.12 * (max(xs) - min(xs)), 0.25 * max(xs), 2.0)
+        ax.set_xlim(max(0.0, min(xs) - pad), max(xs) + pad)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=True, min_n_ticks=3))
+    # the front as a staircase, extended to the right edge: everything below-right of it is dominated
+    fx = [p[0] for p in front] + [ax.get_xlim()[1]]
+    fy = [p[1] for p in front] + [front[-1][1]]
+    ax.step(fx, fy, where="post", color="0.25", lw=1.6, ls="--", zorder=2)
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 10 else f"{v:g}"))
     ax.set_ylim(-4, 106)
     ax.set_xlabel("generated tokens per problem (all samples)")
@@ -156,7 +156,8 @@ def figure(summaries: list[dict]):
     fig.suptitle(f"Accuracy against compute: {', '.join(tasks)} on {', '.join(models)}", fontsize=12, x=0.07,
                  ha="left", y=0.97)
     problems = sorted({s["done"] for s in rows})
-    fig.text(0.07, 0.905, f"{len(rows)} runs, {'/'.join(map(str, problems))} problems each"
+    fig.text(0.07, 0.905, f"{len(rows)} run{'s' if len(rows) > 1 else ''}, "
+             f"{'/'.join(map(str, problems))} problems{' each' if len(rows) > 1 else ''}"
              + (f", {when}" if when else ""), fontsize=9, color="0.3")
 
     # labels: one per distinct point ("#3,#7" where runs coincide)
