@@ -34,6 +34,19 @@ def test_ttc_workload_is_greedy_then_majority():
     assert greedy.problems == maj.problems == 5 and greedy.model == "m"
 
 
+def test_ttc_prompts_are_the_runners(tiny_engine):
+    from ponder.runner.execute import chat, prepare, shots_of
+    from ponder.strategies import EngineBackend
+
+    work = Workload(problems=3)
+    problems, prompts = work.prompts(EngineBackend(tiny_engine))
+    cfg = work.configs(tiny_engine.model.name)[0]
+    want, _, _ = prepare(cfg)
+    assert [p.id for p in problems] == [p.id for p in want] and work.suite == "words"
+    shots = shots_of(cfg, want)
+    assert prompts == [EngineBackend(tiny_engine).encode_chat(chat(cfg, p, shots)) for p in want]
+
+
 def test_majority_correct_votes_like_the_strategy():
     problem = load_problems("arithmetic", difficulty=1, count=1)[0][0]
     judge = Judge(problem)

@@ -230,3 +230,11 @@ def test_info_and_stats_are_a_read_only_view(engine):
     assert info.fingerprint("ab").startswith("ab-ponder") and f"-t{info.threads}" in info.fingerprint("ab")
     s = engine.stats()
     assert s.running_requests == 0 and s.kv_blocks_total == info.kv_blocks
+
+
+def test_a_sequence_longer_than_the_kv_pool_ends_with_length(tiny_llama):
+    """max_tokens beyond what the pool holds: the sample stops where the pool is full, never hangs."""
+    small = Engine(load_model(str(tiny_llama[2])), kv_blocks=2, block_size=16)
+    res = small.generate(list(range(10, 20)), SamplingParams(temperature=0, max_tokens=100, ignore_eos=True))[0]
+    assert res.finish_reason == "length" and len(res.prompt_token_ids) + len(res.token_ids) == 32
+    assert small.stats().kv_blocks_used == 0

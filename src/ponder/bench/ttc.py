@@ -18,14 +18,14 @@ import time
 from dataclasses import dataclass
 
 from ponder.runner import RunConfig, execute
-from ponder.strategies import Judge, Options, derive_seed
+from ponder.runner.execute import chat, prepare, shots_of
+from ponder.strategies import EngineBackend, Judge, Options, derive_seed
 from ponder.strategies.voting import majority
-from ponder.tasks import load_problems, messages
 
 
 @dataclass
 class Workload:
-    suite: str = "arithmetic"
+    suite: str = "words"
     difficulty: int = 1
     problems: int = 40
     samples: int = 8
@@ -39,8 +39,12 @@ class Workload:
                 RunConfig(strategy="majority", options={"samples": self.samples, "max_tokens": self.max_tokens},
                           **base)]
 
-    def load(self):
-        return load_problems(self.suite, difficulty=self.difficulty, count=self.problems, seed=self.seed)[0]
+    def prompts(self, backend) -> tuple[list, list[list[int]]]:
+        """The problems and the prompt ids `ponder run` asks them with (same shots, same template)."""
+        cfg = self.configs(backend.model_info()["name"])[1]
+        problems, _, _ = prepare(cfg)
+        shots = shots_of(cfg, problems)
+        return problems, [backend.encode_chat(chat(cfg, p, shots)) for p in problems]
 
     def sampling(self) -> Options:
         return Options(samples=self.samples, max_tokens=self.max_tokens)
@@ -61,7 +65,6 @@ class TTCFigure:
 def run_ponder(engine, work: Workload) -> TTCFigure:
     """The workload through `ponder run`'s own path (runner, strategies, EngineBackend), timed end to end."""
     from ponder.store import RunStore
-    from ponder.strategies import EngineBackend
 
     backend = EngineBackend(engine)
     with tempfile.TemporaryDirectory() as tmp, RunStore(os.path.join(tmp, "ttc.sqlite")) as store:
@@ -120,9 +123,7 @@ def run_ttc(model_name: str, threads: int, vs: str | None, work: Workload) -> di
     engine.generate([1, 2, 3], SamplingParams(temperature=0, max_tokens=2))
     figures = [run_ponder(engine, work)]
     if vs:
-        problems = work.load()
-        tok = engine.tokenizer
-        prompts = [tok.encode(tok.apply_chat_template(messages(p))) for p in problems]
+        problems, prompts = work.prompts(EngineBackend(engine))
         figures.append(run_llama(engine.model.path, threads, prompts, problems, work))
     return summarize(out, figures)
 

@@ -86,7 +86,8 @@ def _cmd_bench(args) -> int:
         from ponder.bench.ttc import Workload, run_ttc
 
         out = run_ttc(args.model, args.threads, args.vs,
-                      Workload(problems=args.problems, samples=args.samples or 8, max_tokens=args.tokens or 128))
+                      Workload(suite=args.suite, problems=args.problems, samples=args.samples or 8,
+                               max_tokens=args.tokens or 128))
     elif args.kind == "parallel":
         out = suite.run_parallel(args.model, args.threads, args.vs, args.samples or 16, args.prompt_tokens,
                                  args.tokens or 256, args.repeats)
@@ -313,7 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--samples", type=int, default=None,
                    help="parallel: samples of the one prompt (16); ttc: majority@N (8)")
-    p.add_argument("--problems", type=int, default=40, help="ttc: arithmetic problems (40)")
+    p.add_argument("--problems", type=int, default=40, help="ttc: problems (40)")
+    p.add_argument("--suite", default="words", help="ttc: the problem suite (words)")
     p.add_argument("--prompt-tokens", type=int, default=256, help="parallel: prompt length; prefix: shared prefix (1000)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_bench)

@@ -52,11 +52,14 @@ class Engine:
         self._runner = ModelRunner(model.weights, activation_bits, threads)
         self._kv = (KVCache(c.n_layers, c.n_kv_heads, c.head_dim, kv_blocks, block_size) if kv_blocks
                     else KVCache.for_model(c, kv_memory, block_size))
-        rules = FinishRules(self.tokenizer.eos_ids, c.context_length, self.tokenizer.decode)
+        # a sequence ends ("length") at the context window or where the whole KV pool would be its
+        # own, so that no single sequence can wait forever for blocks that do not exist
+        kv_positions = self._kv.num_blocks * self._kv.block_size
+        rules = FinishRules(self.tokenizer.eos_ids, min(c.context_length, kv_positions), self.tokenizer.decode)
         self._scheduler = Scheduler(self._kv, rules, token_budget=token_budget, prefix_cache=prefix_cache,
                                     speculative_tokens=speculative_tokens,
                                     speculative_max_batch=speculative_max_batch)
-        self._prompts = prompts.PromptChecker(c.vocab_size, c.context_length, self._kv.num_blocks * self._kv.block_size)
+        self._prompts = prompts.PromptChecker(c.vocab_size, c.context_length, kv_positions)
         self._costs = CostModel(c, self._runner.model.nbytes())
         self._request_ids = itertools.count()
         self._requests: dict[int, Request] = {}
