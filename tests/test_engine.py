@@ -238,3 +238,26 @@ def test_a_sequence_longer_than_the_kv_pool_ends_with_length(tiny_llama):
     res = small.generate(list(range(10, 20)), SamplingParams(temperature=0, max_tokens=100, ignore_eos=True))[0]
     assert res.finish_reason == "length" and len(res.prompt_token_ids) + len(res.token_ids) == 32
     assert small.stats().kv_blocks_used == 0
+
+
+def test_forced_tokens_give_what_a_prompt_holding_them_gives(engine):
+    """append_tokens (tool output spliced into a running sample) equals a request whose prompt has them."""
+    p = SamplingParams(temperature=0.8, seed=12, max_tokens=10, ignore_eos=True)
+    rid = engine.add_request("the cat", p)
+    with pytest.raises(InvalidParameterError):
+        engine.append_tokens(rid, 0, [40, 41])  # nothing drawn yet
+    drawn = []
+    while not drawn:
+        drawn += [e.token_id for e in engine.step()]
+    forced = engine.encode_prompt(" is in the hat")
+    engine.append_tokens(rid, 0, forced)
+    res = engine.run_until_done([rid])[0]
+    assert res.token_ids[:1 + len(forced)] == drawn + forced and len(res.token_ids) == 10
+    prompt = res.prompt_token_ids + drawn + forced
+    # draws are keyed by position, so the continuation is what a request with that prompt draws
+    rest = engine.generate(prompt, SamplingParams(temperature=0.8, seed=12, max_tokens=10 - len(drawn + forced),
+                                                  ignore_eos=True))[0]
+    assert res.token_ids[1 + len(forced):] == rest.token_ids
+    assert res.logprobs[1 + len(forced):] == rest.logprobs
+    with pytest.raises(InvalidParameterError):
+        engine.append_tokens(rid, 0, [40])  # popped: unknown

@@ -304,7 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=_cmd_serve)
 
-    p = sub.add_parser("bench", help="measure speed against llama.cpp and the machine's limits")
+    p = sub.add_parser("bench", help="measure speed against llama.cpp and the machine's limits "
+                                     "(ttc: the test-time workload, greedy + majority@N)")
     p.add_argument("kind", choices=["kernels", "decode", "prefill", "parallel", "prefix", "ttc"])
     p.add_argument("-m", "--model", default=DEFAULT_MODEL)
     p.add_argument("--vs", choices=["llama.cpp"], default=None, help="also run llama.cpp (pip install 'ponder[bench]')")

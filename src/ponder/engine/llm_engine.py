@@ -111,7 +111,7 @@ class Engine:
         so nothing is recomputed.  Works while the sample runs and after it finished, until its
         result is popped.  Strategies use it to branch a partial solution.
         """
-        src = self._requests[request_id].samples[sample_index]
+        src = self._sample(request_id, sample_index)
         params = params.with_seed()
         self.check_prompt(src.tokens)
         rid = next(self._request_ids)
@@ -121,12 +121,23 @@ class Engine:
         return rid
 
     def append_tokens(self, request_id: int, sample_index: int, token_ids: list[int]) -> None:
-        """Force tokens (e.g. a tool's output) onto a running sample; they are computed in the next steps."""
-        seq = self._requests[request_id].samples[sample_index]
-        if seq.finished or not token_ids:
-            raise InvalidParameterError("tokens can be appended only to an unfinished sample", "token_ids")
+        """Force tokens (e.g. a tool's output) onto a sample that has drawn its first token and is not finished.
+
+        They are computed in the next steps like a prefill chunk; then the next token is drawn after them.
+        """
+        seq = self._sample(request_id, sample_index)
+        if seq.finished or not seq.output_ids or not token_ids:
+            raise InvalidParameterError("tokens can be appended only to a sample that has started and not finished",
+                                        "token_ids")
         self.check_prompt(seq.tokens + list(token_ids))
         self._scheduler.append_forced(seq, [int(t) for t in token_ids])
+
+    def _sample(self, request_id: int, sample_index: int) -> Sequence:
+        req = self._requests.get(request_id)
+        if req is None or not 0 <= sample_index < len(req.samples) or req.kind != "generate":
+            raise InvalidParameterError(f"no sample {sample_index} of a generation request {request_id} "
+                                        "(its result may have been popped)", "request_id")
+        return req.samples[sample_index]
 
     def _add(self, req: Request) -> int:
         self._requests[req.id] = req
