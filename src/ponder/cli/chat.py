@@ -109,12 +109,12 @@ class Chat:
     def turn(self, text: str) -> None:
         """Send a user message and stream the reply."""
         from ponder import SamplingParams
+        from ponder.engine.finish import is_stop_token
         from ponder.server.detokenize import IncrementalDetokenizer
 
         engine = self.engine
         messages = self.messages + [{"role": "user", "content": text}]
         params = SamplingParams(temperature=self.temperature, seed=self.seed, max_tokens=self.max_tokens)
-        stops = set(engine.tokenizer.eos_ids)
         detok = IncrementalDetokenizer(engine.tokenizer)
         self._stop = False
         previous = signal.signal(signal.SIGINT, self._on_sigint)  # from here on, Ctrl-C means "stop the reply"
@@ -130,7 +130,8 @@ class Chat:
                     engine.abort(rid)
                     break
                 for ev in engine.step():
-                    if ev.request_id != rid or (ev.finish_reason == "stop" and ev.token_id in stops):
+                    if ev.request_id != rid or (ev.finish_reason == "stop"
+                                                and is_stop_token(ev.token_id, params, engine.tokenizer.eos_ids)):
                         continue
                     detok.add(ev.token_id)
                     self.out.write(detok.take())
