@@ -1,8 +1,9 @@
-"""How a run is named in tables and plots: its task and its strategy (with its sample count)."""
+"""How a run is named in tables and plots: its task, its strategy (with its sample count), its date."""
 
 from __future__ import annotations
 
 import os
+import time
 
 
 def run_label(run: dict) -> str:
@@ -29,3 +30,11 @@ def task_label(run: dict) -> str:
     if suite.endswith((".jsonl", ".json")) or os.sep in suite:
         return os.path.basename(suite)
     return f"{suite} d{run['difficulty']}" if run["difficulty"] is not None else suite
+
+
+def when(timestamp, fmt: str = "%Y-%m-%d %H:%M") -> str:
+    """A stored time for people; "?" for one that is missing or out of range."""
+    try:
+        return time.strftime(fmt, time.localtime(timestamp)) if timestamp is not None else "?"
+    except (OverflowError, OSError, ValueError, TypeError):
+        return "?"

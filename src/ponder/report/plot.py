@@ -9,10 +9,9 @@ a table beside the plot says what each run is; the legend sits outside the axes.
 from __future__ import annotations
 
 import os
-import time
 
 from ponder.errors import PonderError
-from ponder.report.labels import run_label, task_label
+from ponder.report.labels import run_label, task_label, when
 
 MAX_TABLE_ROWS = 28
 
@@ -151,14 +150,14 @@ def figure(summaries: list[dict]):
     tasks = sorted({task_label(s) for s in rows})
     models = sorted({_model(s) for s in rows})
     created = [s["created"] for s in rows if s.get("created")]
-    days = sorted({time.strftime("%Y-%m-%d", time.localtime(t)) for t in created})
-    when = days[0] if len(days) == 1 else f"{days[0]} to {days[-1]}" if days else ""
+    days = sorted({when(t, "%Y-%m-%d") for t in created} - {"?"})
+    dates = days[0] if len(days) == 1 else f"{days[0]} to {days[-1]}" if days else ""
     fig.suptitle(f"Accuracy against compute: {', '.join(tasks)} on {', '.join(models)}", fontsize=12, x=0.07,
                  ha="left", y=0.97)
     problems = sorted({s["done"] for s in rows})
     fig.text(0.07, 0.905, f"{len(rows)} run{'s' if len(rows) > 1 else ''}, "
              f"{'/'.join(map(str, problems))} problems{' each' if len(rows) > 1 else ''}"
-             + (f", {when}" if when else ""), fontsize=9, color="0.3")
+             + (f", {dates}" if dates else ""), fontsize=9, color="0.3")
 
     # labels: one per distinct point ("#3,#7" where runs coincide)
     fig.canvas.draw()

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import time
-
 from rich.table import Table
 
-from ponder.report.labels import run_label, task_label
+from ponder.report.labels import run_label, task_label, when
 
 
 def _pct(x) -> str:
@@ -18,9 +16,9 @@ def runs_table(runs: list[dict]) -> Table:
     for col in ("id", "when", "status", "task", "strategy", "model", "done", "accuracy", "coverage", "gen tokens"):
         t.add_column(col, justify="right" if col in ("id", "done", "accuracy", "coverage", "gen tokens") else "left")
     for r in runs:
-        t.add_row(str(r["id"]), time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created"])), r["status"], task_label(r),
-                  run_label(r), r["model"], f"{r['done']}/{r['n_problems']}", _pct(r["accuracy"]), _pct(r["coverage"]),
-                  str(r["generated_tokens"]))
+        total = "?" if r["n_problems"] is None else r["n_problems"]  # None: a damaged row (see RunStore.runs)
+        t.add_row(str(r["id"]), when(r["created"]), r["status"], task_label(r), run_label(r), r["model"],
+                  f"{r['done']}/{total}", _pct(r["accuracy"]), _pct(r["coverage"]), str(r["generated_tokens"]))
     return t
 
 

@@ -95,6 +95,20 @@ COLUMNS = {
 ADDED_COLUMNS = {"runs": (("pid", "INTEGER"), ("host", "TEXT"), ("pid_start", "TEXT"))}
 
 
+# the types each runs column holds (None: may be NULL); the config is checked as JSON
+RUN_COLUMNS = {"id": (int,), "created": (float, int), "updated": (float, int), "status": (str,), "suite": (str,),
+               "difficulty": (int, None), "strategy": (str,), "n_problems": (int,), "model": (str,),
+               "model_sha256": (str,), "ponder_version": (str,), "pid": (int, None), "host": (str, None),
+               "pid_start": (str, None)}
+STATUSES = ("running", "interrupted", "done", "failed")
+
+
+def _short(v) -> str:
+    """A stored value in a message: its repr, cut short (a damaged field can be megabytes)."""
+    r = repr(v)
+    return r if len(r) <= 40 else r[:37] + "..."
+
+
 class StoreError(PonderError):
     code = "store"
 
@@ -112,7 +126,7 @@ def _guarded(method):
     def wrapper(self, *args, **kwargs):
         try:
             return method(self, *args, **kwargs)
-        except sqlite3.DatabaseError as e:
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as e:  # text that is not UTF-8: a damaged page
             raise self._error(e) from None
 
     return wrapper
@@ -137,7 +151,7 @@ class RunStore:
             self._check_tables()
             self.db.executescript(SCHEMA)
             self._add_columns()
-        except sqlite3.DatabaseError as e:
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as e:
             self.db.close()
             raise self._error(e) from None
         except StoreError:
@@ -145,8 +159,8 @@ class RunStore:
             raise
 
     def _error(self, e: Exception) -> StoreError:
-        msg = str(e)
-        if "not a database" in msg or "malformed" in msg or "corrupt" in msg:
+        msg = "text that is not UTF-8" if isinstance(e, UnicodeDecodeError) else str(e)
+        if "not a database" in msg or "malformed" in msg or "corrupt" in msg or "UTF-8" in msg:
             return StoreError(f"the results store {self.path} is damaged or not a ponder results store ({msg}); "
                               f"move it aside to start a new one, or pass another file with --store")
         return StoreError(f"cannot use the results store {self.path}: {msg}")
@@ -224,11 +238,20 @@ class RunStore:
                             "WHERE id = ?", (time.time(), me["pid"], me["host"], me["start"], run_id))
 
     def _run_row(self, row) -> dict:
+        """A runs row checked column by column.  A damaged one keeps its message under "damaged" and
+        placeholders for what is unreadable ("?" or None), so that it can still be listed."""
         d = dict(row)
+        for col, kinds in RUN_COLUMNS.items():
+            v = d[col]
+            if not any(v is None if k is None else type(v) is k for k in kinds) or \
+                    (col == "status" and v not in STATUSES):
+                d.setdefault("damaged", str(self._bad(f"run {d['id']}", f"{col} {_short(v)} is not a valid value")))
+                d[col] = "?" if str in kinds else None
         try:
-            d["config"] = self._json(d["config"], f"run {d['id']}", dict)
+            d["config"] = self._json(d["config"], f"run {d['id']}, config", dict)
         except StoreError as e:
-            d["config"], d["damaged"] = {}, str(e)
+            d["config"] = {}
+            d.setdefault("damaged", str(e))
         # a run whose process was killed never got to say so
         d["process"] = process.state(d["pid"], d["host"], d["pid_start"]) if d["status"] == "running" else None
         if d["process"] == "gone":
@@ -243,13 +266,13 @@ class RunStore:
             raise StoreError(f"no run {run_id} in {self.path} (see `ponder runs`)")
         d = self._run_row(row)
         if "damaged" in d:
-            raise StoreError(d["damaged"] + " (the run's config)")
+            raise StoreError(d["damaged"])
         return d
 
     @_guarded
     def runs(self) -> list[dict]:
-        """Every run with its totals so far, newest first.  A run whose config is damaged is listed with
-        its message under "damaged" (and an empty config), so one bad row does not hide the others."""
+        """Every run with its totals so far, newest first.  A damaged run is listed with its message under
+        "damaged" (see _run_row), so one bad row does not hide the others."""
         rows = self.db.execute(
             "SELECT r.*, COUNT(p.idx) AS done, AVG(p.score) AS accuracy, AVG(p.coverage) AS coverage, "
             "COALESCE(SUM(p.generated_tokens), 0) AS generated_tokens, COALESCE(SUM(p.wall_s), 0) AS wall_s "
@@ -308,14 +331,14 @@ class RunStore:
         for r in rows:
             where = f"run {run_id}, problem {r['idx']}"
             if not _is_int(r["idx"]) or r["idx"] < 0:
-                raise self._bad(f"run {run_id}", f"a problem index {r['idx']!r} is not a non-negative integer")
+                raise self._bad(f"run {run_id}", f"a problem index {_short(r['idx'])} is not a non-negative integer")
             score = r["score"]
             if not isinstance(score, (int, float)) or not 0 <= score <= 1:  # NaN fails the range too
-                raise self._bad(where, f"score {score!r} is not a number in [0, 1]")
+                raise self._bad(where, f"score {_short(score)} is not a number in [0, 1]")
             for k in ("coverage", "n_samples", "requests", "prompt_tokens", "cached_tokens", "forked_tokens",
                       "generated_tokens"):
                 if not _is_int(r[k]) or r[k] < 0:
-                    raise self._bad(where, f"{k} {r[k]!r} is not a non-negative integer")
+                    raise self._bad(where, f"{k} {_short(r[k])} is not a non-negative integer")
             out.append({**dict(r), "info": self._json(r["info"], where + " (info)", dict)})
         return out
 
