@@ -120,7 +120,7 @@ def test_every_strategy_takes_tools(tiny, trigger):
     prompt = tb.encode_chat(messages(problem))
     for name in STRATEGIES:
         before = tb.usage
-        out = make_strategy(name, Options(samples=2, max_tokens=10, m=1, chunk=4, beam_width=1, expand=2,
+        out = make_strategy(name, Options(samples=2, max_tokens=10, m=1, chunk=4, beam_width=1, expand=2, check_exemplars=0,
                                           max_steps=2, step_tokens=6, probe_tokens=3)).solve(
             tb, prompt, Judge(problem), derive_seed(0, problem.id))
         used = tb.usage - before
@@ -191,3 +191,20 @@ def test_bad_tool_input_is_one_line(tmp_path, capsys):
     bad.write_text('{"question": "a", "answer": 1}\n')
     assert main(["run", "--suite", str(bad), "--shots", "2", *store]) == 2
     assert "--shots needs a procedural suite" in capsys.readouterr().err
+
+
+def test_remote_backend_runs_the_same_client_side_tool_loop(tiny_llama, tiny, prompt, trigger):
+    """Against any OpenAI-compatible server the loop runs client-side; on ponder's server it gives the
+    local result token for token (forced tokens, calls and all)."""
+    from ponder.server.process import ServerProcess
+    from ponder.strategies.openai_backend import OpenAIBackend
+
+    [local] = ToolBackend(tiny, [Marker(trigger)]).generate([prompt], PARAMS)
+    with ServerProcess(str(tiny_llama[2])) as srv:
+        remote_backend = ToolBackend(OpenAIBackend(srv.url + "/v1"), [Marker(trigger)])
+        [remote] = remote_backend.generate([prompt], PARAMS)
+    assert [s.token_ids for s in remote.samples] == [s.token_ids for s in local.samples]
+    assert [s.tool_mask for s in remote.samples] == [s.tool_mask for s in local.samples]
+    assert [[c["output"] for c in s.tool_calls] for s in remote.samples] == \
+           [[c["output"] for c in s.tool_calls] for s in local.samples]
+    assert remote_backend.usage.tool_calls == sum(len(s.tool_calls) for s in local.samples)

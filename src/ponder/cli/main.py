@@ -389,8 +389,13 @@ def _add_run_args(p) -> None:
     p.add_argument("--expand", type=int, default=None, help="beam: candidates per beam and step (3)")
     p.add_argument("--probe-tokens", type=int, default=None, help="beam: tokens before early rejection (6)")
     p.add_argument("--keep", type=float, default=None, help="beam: fraction of probed candidates kept (0.5)")
-    p.add_argument("--max-steps", type=int, default=None)
-    p.add_argument("--step-tokens", type=int, default=None)
+    p.add_argument("--max-steps", type=int, default=None, help="beam, smc: steps (8)")
+    p.add_argument("--step-tokens", type=int, default=None, help="beam, smc: tokens per step; self-verify: per check (48)")
+    p.add_argument("--potential", choices=["likelihood", "tool", "verifier"], default=None,
+                   help="smc: what weighs a particle (likelihood)")
+    p.add_argument("--beta", type=float, default=None, help="smc: weight = exp(beta * potential) (1.0)")
+    p.add_argument("--unconfirmed-weight", type=float, default=None,
+                   help="self-verify: the vote of an answer its check did not confirm (0.25)")
     p.add_argument("--scorer", default=None, help="beam: MODULE:FUNCTION(question, partial) -> score")
     p.add_argument("--resume", type=int, default=None, metavar="RUN_ID", help="continue an interrupted run")
     p.add_argument("--store", default=None, help="results file (default $PONDER_HOME/runs.sqlite)")

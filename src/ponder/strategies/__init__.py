@@ -14,10 +14,12 @@ from ponder.strategies.best_of_n import BestOfN
 from ponder.strategies.greedy import Greedy
 from ponder.strategies.sampling import Majority
 from ponder.strategies.sampling import Sample as SampleStrategy
+from ponder.strategies.self_verify import SelfVerify
 from ponder.strategies.short_mk import ShortMK
+from ponder.strategies.smc import SMC
 
 STRATEGIES: dict[str, type[Strategy]] = {s.name: s for s in (Greedy, SampleStrategy, Majority, AdaptiveMajority,
-                                                             ShortMK, BestOfN, Beam)}
+                                                             ShortMK, BestOfN, Beam, SelfVerify, SMC)}
 
 __all__ = ["Attempt", "Backend", "EngineBackend", "Generation", "Judge", "Options", "Outcome", "STRATEGIES",
            "Sample", "Strategy", "Usage", "derive_seed", "make_strategy"]

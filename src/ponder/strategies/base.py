@@ -42,7 +42,11 @@ class Options:
     probe_tokens: int = 6  # beam: tokens generated before early rejection
     keep: float = 0.5  # beam: fraction of probed candidates that survive early rejection
     max_steps: int = 8
-    step_tokens: int = 48
+    step_tokens: int = 48  # beam and smc: tokens per step; self-verify: tokens of a check
+    unconfirmed_weight: float = 0.25  # self-verify: the vote of an answer its check did not confirm
+    check_exemplars: int = 3  # self-verify: worked checks shown before each check
+    potential: str = "likelihood"  # smc: likelihood | tool | verifier
+    beta: float = 1.0  # smc: weight = exp(beta * potential)
     scorer: Callable[[str, str], float] | None = None  # beam: (question, partial answer) -> score
 
     def sampling(self, **kw) -> SamplingParams:

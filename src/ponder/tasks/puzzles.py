@@ -51,11 +51,11 @@ def verify_hanoi(inst: dict, text: str) -> Verdict:
     pegs[src] = list(range(n, 0, -1))
     for i, (d, x, y) in enumerate(moves, 1):
         if x == y:
-            return Verdict(False, sol, f"move {i}: from and to the same peg")
+            return Verdict(False, sol, f"move {i}: from and to the same peg", illegal=True)
         if not pegs[x] or pegs[x][-1] != d:
-            return Verdict(False, sol, f"move {i}: disk {d} is not on top of peg {x}")
+            return Verdict(False, sol, f"move {i}: disk {d} is not on top of peg {x}", illegal=True)
         if pegs[y] and pegs[y][-1] < d:
-            return Verdict(False, sol, f"move {i}: disk {d} onto the smaller disk {pegs[y][-1]}")
+            return Verdict(False, sol, f"move {i}: disk {d} onto the smaller disk {pegs[y][-1]}", illegal=True)
         pegs[y].append(pegs[x].pop())
     if pegs[dst] != list(range(n, 0, -1)):
         return Verdict(False, sol, f"not all disks are on peg {dst}")
@@ -128,15 +128,15 @@ def verify_river(inst: dict, text: str) -> Verdict:
         b = set(boat)
         here = left if side == 0 else everyone - left
         if len(b) != len(boat) or not b <= everyone:
-            return Verdict(False, sol, f"crossing {t}: someone named twice or unknown")
+            return Verdict(False, sol, f"crossing {t}: someone named twice or unknown", illegal=True)
         if not b <= here:
-            return Verdict(False, sol, f"crossing {t}: not everyone in the boat is on that bank")
+            return Verdict(False, sol, f"crossing {t}: not everyone in the boat is on that bank", illegal=True)
         if len(b) > k:
-            return Verdict(False, sol, f"crossing {t}: more than {k} in the boat")
+            return Verdict(False, sol, f"crossing {t}: more than {k} in the boat", illegal=True)
         left = left - b if side == 0 else left | b
         side = 1 - side
         if not (_safe(b) and _safe(left) and _safe(everyone - left)):
-            return Verdict(False, sol, f"crossing {t}: a client is left with another client's guard")
+            return Verdict(False, sol, f"crossing {t}: a client is left with another client's guard", illegal=True)
     if left:
         return Verdict(False, sol, "not everyone is on the right bank")
     return Verdict(True, sol)
@@ -201,9 +201,9 @@ def verify_blocks(inst: dict, text: str) -> Verdict:
     stacks = [list(s) for s in inst["initial"]]
     for i, (b, x, y) in enumerate(moves, 1):
         if not (1 <= x <= len(stacks) and 1 <= y <= len(stacks)) or x == y:
-            return Verdict(False, sol, f"move {i}: no such pair of stacks {x}, {y}")
+            return Verdict(False, sol, f"move {i}: no such pair of stacks {x}, {y}", illegal=True)
         if not stacks[x - 1] or stacks[x - 1][-1] != b:
-            return Verdict(False, sol, f"move {i}: {b} is not on top of stack {x}")
+            return Verdict(False, sol, f"move {i}: {b} is not on top of stack {x}", illegal=True)
         stacks[y - 1].append(stacks[x - 1].pop())
     if stacks != [list(s) for s in inst["goal"]]:
         return Verdict(False, sol, "the stacks do not match the goal")
@@ -291,7 +291,7 @@ def verify_checkers(inst: dict, text: str) -> Verdict:
     for i, (a, b) in enumerate(moves, 1):
         why = _legal(board, a - 1, b - 1)
         if why:
-            return Verdict(False, sol, f"move {i} ({a} to {b}): {why}")
+            return Verdict(False, sol, f"move {i} ({a} to {b}): {why}", illegal=True)
         board[a - 1], board[b - 1] = "_", board[a - 1]
     if board != ["B"] * n + ["_"] + ["R"] * n:
         return Verdict(False, sol, "the sides are not swapped")

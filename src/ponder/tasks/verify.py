@@ -23,6 +23,7 @@ class Verdict:
     ok: bool
     solution: str | None  # the solution as parsed, canonical (the vote key), None if nothing parsed
     reason: str = ""  # why it failed: "no moves found", "move 3: disk 2 is not on top of peg A", ...
+    illegal: bool = False  # a move that breaks the rules: no continuation of this text can be right
 
 
 VERIFIERS: dict[str, Callable[[dict, str], Verdict]] = {}

@@ -38,3 +38,23 @@ def exemplar_messages(tool_names: list[str]) -> list[dict]:
         for q, a in EXEMPLARS.get(name, []):
             out += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
     return out
+
+
+CHECK = "Check it with one calculation."
+
+# Self-verification: the proposed answer is checked by computing the question again; one exemplar
+# confirms, one does not (the calculation's value differs), so a check is a recomputation, not a copy.
+CHECK_EXEMPLARS: list[tuple[str, str]] = [
+    ("A baker sells 14 boxes of 6 muffins and keeps 9 muffins. How many muffins did she bake?\n"
+     f"Proposed answer: 93\n{CHECK}", "14 * 6 + 9 = 93"),
+    (f"What is 5/6 - 1/4?\nProposed answer: 4/2\n{CHECK}", "5/6 - 1/4 = 7/12"),
+    (f"A jacket costs $80 and is 15% off. What is the new price?\nProposed answer: 68\n{CHECK}", "80 - 15% of 80 = 68"),
+]
+
+
+def check_messages(question: str, answer: str, exemplars: int = len(CHECK_EXEMPLARS)) -> list[dict]:
+    """The chat that asks the model to check a proposed answer by recomputing it."""
+    out = []
+    for q, a in CHECK_EXEMPLARS[:exemplars]:
+        out += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+    return out + [{"role": "user", "content": f"{question}\nProposed answer: {answer}\n{CHECK}"}]
