@@ -16,15 +16,16 @@ from ponder.strategies.voting import pass_at_k
 def main(path=None):
     store = RunStore(path)
     runs = sorted(store.runs(), key=lambda r: r["id"])
-    print("| run | difficulty | strategy | accuracy | coverage | generated tokens / problem | saved by reuse / problem | wall s |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| run | suite | difficulty | strategy | accuracy | coverage | generated tokens / problem | "
+          "tool tokens / problem | saved by reuse / problem | wall s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in runs:
         s = store.summary(r["id"])
         cfg = s["config"]
         opts = cfg.get("options", {})
         strategy = s["strategy"]
         name = strategy
-        if strategy in ("sample", "majority", "adaptive-majority", "best-of-n", "short-m@k"):
+        if strategy in ("sample", "majority", "adaptive-majority", "best-of-n", "short-m@k", "self-verify", "smc"):
             name += f" n={opts.get('samples')}"
         if strategy == "best-of-n":
             name += f" ({opts.get('select')})"
@@ -32,9 +33,14 @@ def main(path=None):
             name += f" m={opts.get('m')}"
         if strategy == "beam":
             name += f" width={opts.get('beam_width')}"
+        if strategy == "smc":
+            name += f" ({opts.get('potential', 'likelihood')})"
+        if cfg.get("tools"):
+            name += " --tools " + ",".join(cfg["tools"])
         n = s["done"] or 1
-        print(f"| {r['id']} | {cfg['difficulty']} | {name} | {100 * s['accuracy']:.1f}% | {100 * s['coverage']:.1f}% | "
-              f"{s['generated_tokens'] / n:.1f} | {s['saved_tokens'] / n:.1f} | {s['wall_s']:.0f} |")
+        print(f"| {r['id']} | {cfg['suite']} | {cfg['difficulty']} | {name} | {100 * s['accuracy']:.1f}% | "
+              f"{100 * s['coverage']:.1f}% | {s['generated_tokens'] / n:.1f} | {(s.get('tool_tokens') or 0) / n:.1f} | "
+              f"{s['saved_tokens'] / n:.1f} | {s['wall_s']:.0f} |")
     for r in runs:
         if r["strategy"] != "sample":
             continue
