@@ -85,7 +85,8 @@ class Probe:
             else:
                 r = await self.c.request(method, path, json=body, headers=headers)
         except httpx.TimeoutException:
-            self._bad(category, f"HANG {method} {path} ({time.perf_counter() - t:.0f} s)")
+            shown = (raw if raw is not None else json.dumps(body).encode())[:120]
+            self._bad(category, f"HANG {method} {path} {shown!r} ({time.perf_counter() - t:.0f} s)")
             return None
         except httpx.HTTPError as e:
             self._bad(category, f"CONNECTION {method} {path}: {e!r}")
@@ -158,6 +159,8 @@ async def main() -> int:
             for path, base in (("/v1/completions", {"prompt": "the cat"}),
                                ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]})):
                 body = {**base, "max_tokens": 3, field: v}
+                if field == "max_tokens":
+                    body["stop"] = [" ", "."]  # a huge max_tokens is valid: stop at the first word, not at 8K tokens
                 await p.send("extremes", "POST", path, body, ok=(200, 400))
     for extra in SAMPLER:
         r = await p.send("sampler", "POST", "/v1/completions", {"prompt": "hi", "max_tokens": 2, **extra},
@@ -177,7 +180,7 @@ async def main() -> int:
     for body in ({"prompt": "the cat sat on the mat " * 230_000, "max_tokens": 1},
                  {"prompt": " ".join(f"w{i % 7919}" for i in range(60_000)), "max_tokens": 1},
                  {"messages": [{"role": "user", "content": "hello there " * 500_000}]},
-                 {"prompt": list(range(20, 20_000)), "max_tokens": 1}):
+                 {"prompt": [20 + i % 200 for i in range(20_000)], "max_tokens": 1}):
         task = asyncio.ensure_future(p.send("huge", "POST", "/v1/chat/completions" if "messages" in body
                                             else "/v1/completions", body, ok=(413,)))
         worst = 0.0
