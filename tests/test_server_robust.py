@@ -343,3 +343,21 @@ def test_fuzz_malformed_bodies_never_500(serve):
         elif r.headers["content-type"].startswith("application/json"):
             r.json()
     assert statuses.count(400) > 200 and statuses.count(200) > 20  # the fuzz reaches both sides
+
+
+def test_a_client_gone_while_sending_its_body_is_not_a_server_error(tiny_engine):
+    server = Server(tiny_engine, "tiny")
+    app, sent = server.app(), []
+    scope = {"type": "http", "method": "POST", "path": "/v1/completions", "raw_path": b"/v1/completions",
+             "query_string": b"", "headers": [(b"content-type", b"application/json")], "scheme": "http",
+             "server": ("t", 80), "client": ("c", 1), "root_path": "", "http_version": "1.1", "asgi": {"version": "3.0"}}
+    messages = [{"type": "http.request", "body": b'{"prompt": "th', "more_body": True}, {"type": "http.disconnect"}]
+
+    async def receive():
+        return messages.pop(0)
+
+    async def send(msg):
+        sent.append(msg)
+
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["status"] == 499 and server.http_status[500] == 0

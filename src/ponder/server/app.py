@@ -24,7 +24,7 @@ from collections import Counter
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
@@ -186,6 +186,8 @@ class Server:
                 if auth:
                     self._check_key(request)
                 response = await handler(request)
+            except ClientDisconnect:  # gone while its body was being read: nobody to answer, nothing to log
+                response = Response(status_code=499)
             except Exception as e:  # every failure becomes a JSON error
                 err = api_error(e)
                 if err.status >= 500:
