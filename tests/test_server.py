@@ -396,6 +396,12 @@ def test_openai_backend_reports_a_wrong_key_with_the_servers_message(server):
         OpenAIBackend(server.url + "/v1", api_key="not-the-key-123")
     msg = str(e.value)
     assert "401" in msg and "invalid or missing API key" in msg and "not-the-key-123" not in msg
+    named = OpenAIBackend(server.url + "/v1", api_key="not-the-key-123", model="m")  # no /models call
+    for call in (lambda: named.encode_chat([{"role": "user", "content": "hi"}]), lambda: named.decode([5]),
+                 lambda: named.score([5, 6], 1)):
+        with pytest.raises(PonderError) as e:
+            call()
+        assert "401" in str(e.value) and "invalid or missing API key" in str(e.value)
 
 
 def test_openai_backend_takes_the_key_from_the_environment(server, monkeypatch):

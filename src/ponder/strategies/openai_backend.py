@@ -31,12 +31,21 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 from ponder.engine.sampling_params import SamplingParams
 from ponder.errors import PonderError
 from ponder.strategies.backend import Backend, Generation, make_sample, usage_of
 from ponder.strategies.base import derive_seed
+
+
+class ServerAnswerError(PonderError):
+    """The server answered with an HTTP error status (its message is in the text)."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
 
 
 class OpenAIBackend(Backend):
@@ -83,7 +92,8 @@ class OpenAIBackend(Backend):
             except Exception:
                 message = r.text[:300] or r.reason_phrase
             hint = " (check the API key: --api-key, or PONDER_API_KEY / OPENAI_API_KEY)" if r.status_code == 401 else ""
-            raise PonderError(f"{shown} answered {r.status_code}: {self.redact(str(message))}{hint}")
+            raise ServerAnswerError(f"{shown} answered {r.status_code}: {self.redact(str(message))}{hint}",
+                                    r.status_code)
         try:
             out = r.json()
         except ValueError:
@@ -95,6 +105,15 @@ class OpenAIBackend(Backend):
 
     def _post(self, url: str, body: dict) -> dict:
         return self._request("POST", url, body)
+
+    @contextmanager
+    def _reading(self, what: str):
+        """A JSON answer of an unexpected shape is a PonderError naming the server, not a traceback."""
+        try:
+            yield
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as e:
+            raise PonderError(f"{self.shown_url} answered {what} in an unexpected shape "
+                              f"({type(e).__name__}: {self.redact(str(e))[:100]})") from None
 
     def _first_model(self) -> str:
         data = self._request("GET", "/models").get("data")
@@ -121,19 +140,22 @@ class OpenAIBackend(Backend):
         if self.tokenizer is not None:
             return self.tokenizer.encode(self.tokenizer.apply_chat_template(messages))
         try:
-            out = self.http.post(self.root + "/tokenize", json={"model": self.model, "messages": messages,
-                                                               "add_generation_prompt": True})
-            if out.status_code < 400:
-                return list(out.json()["tokens"])
-        except Exception:
-            pass
+            out = self._post(self.root + "/tokenize", {"model": self.model, "messages": messages,
+                                                       "add_generation_prompt": True})
+            if isinstance(out.get("tokens"), list):
+                return list(out["tokens"])
+        except ServerAnswerError as e:  # a server without chat /tokenize; but a refused key is said as such
+            if e.status in (401, 403, 429) or e.status >= 500:
+                raise
         raise PonderError(f"{self.redact(self.root)}/tokenize cannot render chats; give a local tokenizer "
                           "(--tokenizer MODEL)")
 
     def decode(self, token_ids):
         if self.tokenizer is not None:
             return self.tokenizer.decode(token_ids)
-        return self._post(self.root + "/detokenize", {"model": self.model, "tokens": list(token_ids)})["prompt"]
+        out = self._post(self.root + "/detokenize", {"model": self.model, "tokens": list(token_ids)})
+        with self._reading("/detokenize"):
+            return str(out["prompt"])
 
     def encode(self, text: str) -> list[int]:
         return self._encode_text(text)
@@ -141,23 +163,27 @@ class OpenAIBackend(Backend):
     def _encode_text(self, text: str) -> list[int]:
         if self.tokenizer is not None:
             return self.tokenizer.encode(text, add_bos=False)
-        return list(self._post(self.root + "/tokenize", {"model": self.model, "prompt": text,
-                                                         "add_special_tokens": False})["tokens"])
+        out = self._post(self.root + "/tokenize", {"model": self.model, "prompt": text, "add_special_tokens": False})
+        with self._reading("/tokenize"):
+            return [int(t) for t in out["tokens"]]
 
     def score(self, tokens, start):
         out = self._post("/completions", {"model": self.model, "prompt": list(tokens), "echo": True, "logprobs": 0,
                                           "max_tokens": 0, "temperature": 0})
-        lps = out["choices"][0]["logprobs"]["token_logprobs"]
+        with self._reading("a scoring request (echo with logprobs)"):
+            lps = out["choices"][0]["logprobs"]["token_logprobs"]
+            scores = [float(x) for x in lps[start:len(tokens)]]
         self.usage.prompt_tokens += len(tokens)
-        return [float(x) for x in lps[start:len(tokens)]]
+        return scores
 
     def generate(self, prompts, params):
         per = params if isinstance(params, list) else [params] * len(prompts)
         responses = list(self.pool.map(lambda a: self._complete(*a), zip(prompts, per)))
         gens = []
         for prompt, sp, resp in zip(prompts, per, responses):
-            samples = [self._sample(choice, sp) for choice in sorted(resp["choices"], key=lambda c: c["index"])]
-            details = (resp.get("usage") or {}).get("prompt_tokens_details") or {}
+            with self._reading("a completion"):
+                samples = [self._sample(choice, sp) for choice in sorted(resp["choices"], key=lambda c: c["index"])]
+                details = (resp.get("usage") or {}).get("prompt_tokens_details") or {}
             usage = usage_of(prompt, [s.generated for s in samples], details.get("cached_tokens"))
             self.usage = self.usage + usage
             gens.append(Generation(list(prompt), samples, usage))
