@@ -26,25 +26,29 @@ def tiny_engine(tiny_llama):
     return Engine.from_pretrained(str(tiny_llama[2]))
 
 
+def _run(server: Server, fn):
+    """fn(client, server) against the server's app in-process, with its engine thread running."""
+    server.engine_loop.start()
+
+    async def go():
+        transport = httpx.ASGITransport(app=server.app())
+        async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=120) as c:
+            return await asyncio.wait_for(fn(c, server), 180)
+
+    try:
+        return asyncio.run(go())
+    finally:
+        server.engine_loop.stop()
+
+
 @pytest.fixture
 def serve(tiny_engine):
     """Run an async function against a fresh Server on the tiny engine: serve(fn, **server_options)."""
     servers = []
 
     def run(fn, **options):
-        server = Server(tiny_engine, "tiny", **options)
-        servers.append(server)
-        server.engine_loop.start()
-
-        async def go():
-            transport = httpx.ASGITransport(app=server.app())
-            async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=60) as c:
-                return await asyncio.wait_for(fn(c, server), 120)
-
-        try:
-            return asyncio.run(go())
-        finally:
-            server.engine_loop.stop()
+        servers.append(Server(tiny_engine, "tiny", **options))
+        return _run(servers[-1], fn)
 
     yield run
     for s in servers:
@@ -178,25 +182,41 @@ def test_body_over_the_limit_is_413(serve, monkeypatch):
 
 # -- long prompts ---------------------------------------------------------------------
 
+async def _health_while(c, request) -> tuple[httpx.Response, list[float]]:
+    """The response to `request`, and how long each /health asked meanwhile took to answer."""
+    big = asyncio.ensure_future(request)
+    latencies = []
+    while not big.done():
+        t = time.perf_counter()
+        assert (await c.get("/health")).status_code == 200
+        latencies.append(time.perf_counter() - t)
+        await asyncio.sleep(0.005)
+    return await big, latencies
+
+
 def test_health_answers_while_a_huge_prompt_is_refused(serve, tiny_engine):
     huge = json.dumps({"prompt": "the cat sat on the mat " * 230_000, "max_tokens": 1}).encode()  # 5 MB
     assert len(huge) > 5_000_000
-
-    async def fn(c, server):
-        big = asyncio.ensure_future(c.post("/v1/completions", content=huge))
-        latencies = []
-        while not big.done():
-            t = time.perf_counter()
-            assert (await c.get("/health")).status_code == 200
-            latencies.append(time.perf_counter() - t)
-            await asyncio.sleep(0.005)
-        return await big, latencies
-
-    r, latencies = serve(fn)
+    r, latencies = serve(lambda c, server: _health_while(c, c.post("/v1/completions", content=huge)))
     err = _error(r, 413, words=["characters", "256"])
     assert err["code"] == "context_length_exceeded"
     # Liveness, not speed: tokenizing 5 MB on the event loop stalled /health for seconds.
     assert max(latencies) < 2.0, latencies
+
+
+@pytest.mark.real_model
+def test_real_model_long_prompt_is_tokenized_off_the_event_loop(default_engine):
+    """A prompt under the character bound but over the token limit is tokenized (seconds) on a worker
+    thread, with the GIL released, and refused with 413; /health answers all the while."""
+    server = Server(default_engine, "default")
+    rng = random.Random(0)
+    words = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 9))) for _ in range(5000)]
+    prompt = " ".join(rng.choice(words) for _ in range(60_000))  # ~360K characters, ~100K tokens
+    assert len(prompt) < server.max_prompt_tokens * server.max_token_chars  # not refused unread
+    r, latencies = _run(server, lambda c, s: _health_while(c, c.post("/v1/completions",
+                                                                      json={"prompt": prompt, "max_tokens": 1})))
+    _error(r, 413, words=["tokens"])
+    assert len(latencies) > 5 and max(latencies) < 1.0, latencies  # liveness: /health was never held up
 
 
 def test_a_prompt_too_long_for_the_kv_pool_is_refused_up_front(tiny_llama):
@@ -205,20 +225,14 @@ def test_a_prompt_too_long_for_the_kv_pool_is_refused_up_front(tiny_llama):
     engine = Engine.from_pretrained(str(tiny_llama[2]), kv_blocks=4, block_size=16)  # 64 tokens < context 256
     server = Server(engine, "tiny")
     assert server.max_prompt_tokens == 64
-    server.engine_loop.start()
 
-    async def go():
-        transport = httpx.ASGITransport(app=server.app())
-        async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=60) as c:
-            too_long = await c.post("/v1/completions", json={"prompt": list(range(5, 69)), "max_tokens": 1})
-            fits = await c.post("/v1/completions", json={"prompt": list(range(5, 68)), "max_tokens": 1})
-            text = await c.post("/v1/completions", json={"prompt": "the cat " * 2000, "max_tokens": 1})
-            return too_long, fits, text
+    async def fn(c, server):
+        too_long = await c.post("/v1/completions", json={"prompt": list(range(5, 69)), "max_tokens": 1})
+        fits = await c.post("/v1/completions", json={"prompt": list(range(5, 68)), "max_tokens": 1})
+        text = await c.post("/v1/completions", json={"prompt": "the cat " * 2000, "max_tokens": 1})
+        return too_long, fits, text
 
-    try:
-        too_long, fits, text = asyncio.run(go())
-    finally:
-        server.engine_loop.stop()
+    too_long, fits, text = _run(server, fn)
     _error(too_long, 413, words=["64 tokens", "KV pool"])
     assert fits.status_code == 200, fits.text
     _error(text, 413, words=["KV pool 64"])
