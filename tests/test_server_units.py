@@ -171,3 +171,16 @@ def test_cli_serve_errors_are_one_line(capsys):
     err = capsys.readouterr().err
     assert err.startswith("ponder: error:") and len(err.strip().splitlines()) == 1
     assert main(["serve", "-m", "/no/such/model.gguf", "--max-queue", "0"]) == 2
+
+
+def test_serve_kv_memory_sizes():
+    from ponder.errors import PonderError
+    from ponder.server.serve import parse_size, serve
+
+    assert parse_size("512M") == 512 << 20 and parse_size("2g") == 2 << 30 and parse_size("1.5GiB") == 3 << 29
+    assert parse_size("65536") == 65536
+    for bad in ("", "lots", "-1G", "1T", "1e9"):
+        with pytest.raises(PonderError, match="--kv-memory"):
+            parse_size(bad)
+    with pytest.raises(PonderError, match="--kv-memory must be at least 1M"):
+        serve("/no/such/model.gguf", kv_memory=1000)  # refused before the model loads

@@ -25,8 +25,8 @@ class ServerProcess:
     def __init__(self, model: str, *args: str, host: str = "127.0.0.1", port: int | None = None,
                  api_key: str | None = None, startup_timeout: float = 180.0, log_path: str | None = None):
         self.model, self.host, self.port = model, host, port or free_port(host)
-        self.api_key = api_key
-        self.args = list(args) + (["--api-key", api_key] if api_key else [])
+        self.api_key = api_key  # passed as PONDER_API_KEY, where `ps` does not show it
+        self.args = list(args)
         self.startup_timeout = startup_timeout
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
@@ -50,7 +50,10 @@ class ServerProcess:
         cmd = [sys.executable, "-m", "ponder.cli.main", "serve", "-m", self.model, "--host", self.host,
                "--port", str(self.port), *self.args]
         self._log = open(self.log_path, "w") if self.log_path else subprocess.DEVNULL
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=self._log, env=dict(os.environ))
+        env = {k: v for k, v in os.environ.items() if k != "PONDER_API_KEY"}
+        if self.api_key:
+            env["PONDER_API_KEY"] = self.api_key
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=self._log, env=env)
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
