@@ -6,7 +6,7 @@ import pytest
 
 from ponder import Engine, SamplingParams
 from ponder.cli.main import main as cli_main
-from ponder.errors import (ContextLengthError, ModelFormatError, ModelNotFoundError, TensorShapeError,
+from ponder.errors import (ContextLengthError, ModelConfigError, ModelFormatError, ModelNotFoundError, TensorShapeError,
                            UnsupportedArchitectureError, UnsupportedTensorTypeError)
 from ponder.loading.model_files import load_model
 from tiny_models import random_weights, write_gguf, write_hf
@@ -98,3 +98,37 @@ def test_cli_prints_error_without_traceback(tmp_path, capsys):
     assert cli_main(["generate", "hi", "-m", str(p)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("ponder: error:") and "not a GGUF file" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("key,value,pattern", [
+    ("num_attention_heads", 0, "num_attention_heads is 0, outside the range"),
+    ("num_hidden_layers", "2", "num_hidden_layers is '2', not an integer"),
+    ("rms_norm_eps", float("nan"), "rms_norm_eps is nan"),
+    ("rope_theta", -1.0, "rope_theta is -1.0"),
+    ("max_position_embeddings", 2 ** 40, "max_position_embeddings is 1099511627776, outside the range"),
+    ("num_key_value_heads", 3, "num_attention_heads .4. is not a multiple of num_key_value_heads .3."),
+])
+def test_hf_config_values_are_checked(tmp_path, key, value, pattern):
+    w, cfg = random_weights("llama")
+    cfg[key] = value
+    with pytest.raises(ModelConfigError, match=pattern):
+        load_model(write_hf(str(tmp_path / "hf"), w, cfg))
+
+
+def test_hf_malformed_safetensors_header(tmp_path):
+    import json
+    import struct
+
+    w, cfg = random_weights("llama")
+    d = write_hf(str(tmp_path / "hf"), w, cfg)
+    path = tmp_path / "hf" / "model.safetensors"
+    raw = path.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + n])
+    header["model.norm.weight"]["data_offsets"] = "x"
+    head = json.dumps(header).encode()
+    head += b" " * (n - len(head)) if len(head) <= n else b""
+    assert len(head) == n
+    path.write_bytes(raw[:8] + head + raw[8 + n:])
+    with pytest.raises(ModelFormatError, match="header entry of tensor 'model.norm.weight' is malformed"):
+        load_model(d)

@@ -35,6 +35,12 @@ class TensorShapeError(ModelFormatError):
     code = "tensor_shape"
 
 
+class ModelConfigError(ModelFormatError):
+    """A hyperparameter is missing, of the wrong type, or out of range."""
+
+    code = "model_config"
+
+
 class ContextLengthError(PonderError):
     http_status = 413
     code = "context_length_exceeded"

@@ -14,12 +14,13 @@ from glob import glob
 
 import numpy as np
 
-from ponder.errors import ModelFormatError, UnsupportedArchitectureError
-from ponder.loading.config import SUPPORTED_ARCHITECTURES, ModelConfig
+from ponder.errors import ModelConfigError, ModelFormatError, TensorShapeError, UnsupportedArchitectureError
+from ponder.loading.config import SUPPORTED_ARCHITECTURES, make_config
 from ponder.loading.weights import LayerWeights, ModelWeights, WeightTensor
 
 _DTYPES = {"F32": "F32", "F16": "F16", "BF16": "BF16"}
 _ITEMSIZE = {"F32": 4, "F16": 2, "BF16": 2}
+_MISSING = object()
 
 
 def _read_json(path: str) -> dict:
@@ -46,22 +47,62 @@ def read_safetensors(path: str) -> dict[str, tuple[str, list[int], np.ndarray | 
             header = json.loads(f.read(n))
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise ModelFormatError(f"{path} is not a safetensors file (header is not JSON)") from None
+    if not isinstance(header, dict):
+        raise ModelFormatError(f"{path} is not a safetensors file (header is not a JSON object)")
     header.pop("__metadata__", None)
     mm = np.memmap(path, dtype=np.uint8, mode="r")
     out = {}
     for name, info in header.items():
-        start, end = info["data_offsets"]
+        dtype, shape, offsets = _tensor_entry(path, name, info)
+        start, end = offsets
         if 8 + n + end > size:
             raise ModelFormatError(f"{path} is truncated: tensor {name!r} ends past the end of the file")
-        dtype = info["dtype"]
-        out[name] = (dtype, info["shape"], mm[8 + n + start: 8 + n + end] if dtype in _DTYPES else None)
+        if dtype in _ITEMSIZE and end - start != int(np.prod(shape, dtype=object)) * _ITEMSIZE[dtype]:
+            raise ModelFormatError(f"{path}: tensor {name!r} has {end - start} bytes for shape {shape} of {dtype}")
+        out[name] = (dtype, shape, mm[8 + n + start: 8 + n + end] if dtype in _DTYPES else None)
     return out
+
+
+def _tensor_entry(path: str, name: str, info) -> tuple[str, list[int], tuple[int, int]]:
+    """A header entry's (dtype, shape, data_offsets), checked for type and sign."""
+    def ints(v, count=None):
+        return (isinstance(v, list) and (count is None or len(v) == count)
+                and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in v))
+
+    if not (isinstance(info, dict) and isinstance(info.get("dtype"), str) and ints(info.get("shape"))
+            and ints(info.get("data_offsets"), 2) and info["data_offsets"][0] <= info["data_offsets"][1]):
+        raise ModelFormatError(f"{path}: the header entry of tensor {name!r} is malformed "
+                               "(needs dtype, shape and two ordered data_offsets)")
+    return info["dtype"], info["shape"], tuple(info["data_offsets"])
+
+
+def _config_values(directory: str, cfg: dict) -> dict[str, tuple[str, object]]:
+    """config.json's values by ModelConfig field, for make_config to check."""
+    source = os.path.join(directory, "config.json")
+
+    def get(key, default=_MISSING):
+        if key in cfg and cfg[key] is not None:
+            return key, cfg[key]
+        if default is _MISSING:
+            raise ModelConfigError(f"{source}: {key} is missing")
+        return key, default
+
+    dim, n_heads = get("hidden_size"), get("num_attention_heads")
+    return {
+        "n_layers": get("num_hidden_layers"), "dim": dim, "ffn_dim": get("intermediate_size"),
+        "n_heads": n_heads, "n_kv_heads": get("num_key_value_heads", n_heads[1]),
+        "head_dim": get("head_dim", None), "vocab_size": get("vocab_size"),
+        "rope_theta": get("rope_theta", 10000.0), "norm_eps": get("rms_norm_eps", 1e-5),
+        "context_length": get("max_position_embeddings", 2048),
+    }
 
 
 def read_hf_checkpoint(directory: str) -> tuple[ModelWeights, dict]:
     cfg = _read_json(os.path.join(directory, "config.json"))
     if not cfg:
         raise ModelFormatError(f"{directory} has no config.json")
+    if not isinstance(cfg, dict):
+        raise ModelFormatError(f"{directory}/config.json is not a JSON object")
     arch = cfg.get("model_type")
     if arch not in SUPPORTED_ARCHITECTURES:
         raise UnsupportedArchitectureError(
@@ -69,14 +110,8 @@ def read_hf_checkpoint(directory: str) -> tuple[ModelWeights, dict]:
         )
     if cfg.get("rope_scaling"):
         raise ModelFormatError(f"{directory}: rope_scaling {cfg['rope_scaling']} is not supported")
-    dim, n_heads = cfg["hidden_size"], cfg["num_attention_heads"]
-    config = ModelConfig(
-        arch=arch, n_layers=cfg["num_hidden_layers"], dim=dim, ffn_dim=cfg["intermediate_size"],
-        n_heads=n_heads, n_kv_heads=cfg.get("num_key_value_heads", n_heads),
-        head_dim=cfg.get("head_dim") or dim // n_heads, vocab_size=cfg["vocab_size"],
-        rope_theta=float(cfg.get("rope_theta", 10000.0)), norm_eps=float(cfg.get("rms_norm_eps", 1e-5)),
-        context_length=int(cfg.get("max_position_embeddings", 2048)), qkv_bias=arch == "qwen2",
-    )
+    config = make_config(os.path.join(directory, "config.json"), arch, _config_values(directory, cfg),
+                         qkv_bias=arch == "qwen2")
     files = sorted(glob(os.path.join(directory, "*.safetensors")))
     if not files:
         raise ModelFormatError(f"{directory} has no *.safetensors files")
@@ -88,6 +123,8 @@ def read_hf_checkpoint(directory: str) -> tuple[ModelWeights, dict]:
         if name not in tensors:
             raise ModelFormatError(f"{directory}: tensor {name!r} is missing")
         dtype, shape, raw = tensors[name]
+        if not shape or 0 in shape:
+            raise TensorShapeError(f"{directory}: tensor {name!r} has shape {shape}, with no elements")
         rows, cols = (shape[0], int(np.prod(shape[1:]))) if len(shape) > 1 else (1, shape[0])
         if raw is None:
             return WeightTensor(name, dtype, rows, cols, np.empty((rows, 0), np.uint8))  # raises: unsupported type

@@ -38,7 +38,7 @@ def load_model(name_or_path: str = registry.DEFAULT_MODEL, auto_pull: bool = Tru
         tokenizer = Tokenizer.from_hf_files(tok_json, extra["tokenizer_config"], extra["generation_config"])
     elif os.path.isfile(path):
         weights, meta = read_gguf(path)
-        tokenizer = Tokenizer.from_gguf_metadata(meta)
+        tokenizer = Tokenizer.from_gguf_metadata(meta, path)
     else:
         raise ModelNotFoundError(f"no such model file or directory: {path}")
     return LoadedModel(name_or_path, path, weights, tokenizer)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers
 from tokenizers import Tokenizer as HFTokenizer
 
@@ -76,27 +77,32 @@ class Tokenizer:
 
     # -- construction -------------------------------------------------------
     @classmethod
-    def from_gguf_metadata(cls, meta: dict) -> Tokenizer:
+    def from_gguf_metadata(cls, meta: dict, source: str = "the model") -> Tokenizer:
+        """From a GGUF file's tokenizer.ggml.* keys, as checked by gguf_file.check_tokenizer_metadata."""
         model = meta.get("tokenizer.ggml.model")
         if model != "gpt2":
             raise ModelFormatError(
-                f"tokenizer model {model!r} is not supported; ponder reads byte-level BPE ('gpt2') tokenizers"
+                f"{source}: tokenizer model {model!r} is not supported; ponder reads byte-level BPE ('gpt2') tokenizers"
             )
         pre = meta.get("tokenizer.ggml.pre", "default")
         if pre not in _PRE_TOKENIZERS:
             raise ModelFormatError(
-                f"pre-tokenizer {pre!r} is not supported (supported: {', '.join(sorted(_PRE_TOKENIZERS))})"
+                f"{source}: pre-tokenizer {pre!r} is not supported (supported: {', '.join(sorted(_PRE_TOKENIZERS))})"
             )
-        tokens = list(meta["tokenizer.ggml.tokens"])
+        tokens = meta["tokenizer.ggml.tokens"]
         merges = [tuple(m.split(" ", 1)) for m in meta.get("tokenizer.ggml.merges", [])]
         make_pre, ignore_merges = _PRE_TOKENIZERS[pre]
-        bpe = models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges, ignore_merges=ignore_merges)
+        try:
+            bpe = models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges, ignore_merges=ignore_merges)
+        except Exception as e:  # the tokenizers library raises plain Exceptions on inconsistent merges
+            raise ModelFormatError(f"{source}: the tokenizer's vocabulary and merges disagree: {e}") from None
         hf = HFTokenizer(bpe)
         hf.pre_tokenizer = make_pre()
         hf.decoder = decoders.ByteLevel()
-        types = meta.get("tokenizer.ggml.token_type") or []
-        specials = [tokens[i] for i, t in enumerate(types) if t in (_TOKEN_TYPE_CONTROL, _TOKEN_TYPE_USER_DEFINED)]
-        hf.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in specials])
+        types = meta.get("tokenizer.ggml.token_type")
+        if types is not None:
+            special = np.flatnonzero((types == _TOKEN_TYPE_CONTROL) | (types == _TOKEN_TYPE_USER_DEFINED))
+            hf.add_special_tokens([AddedToken(tokens[i], special=True, normalized=False) for i in special])
         eos = [meta[k] for k in ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id",
                                  "tokenizer.ggml.eom_token_id") if k in meta]
         return cls(hf, bos_id=meta.get("tokenizer.ggml.bos_token_id"), eos_ids=eos,

@@ -101,10 +101,9 @@ class ModelWeights:
         """
         seen = set()
         for t in [self.embed, self.output] + [m for layer in self.layers for m in layer.matrices().values()]:
-            base = t.data
-            while base is not None and not hasattr(base, "_mmap"):
-                base = getattr(base, "base", None)
-            handle = getattr(base, "_mmap", None)
+            handle = t.data
+            while handle is not None and not isinstance(handle, mmap.mmap):
+                handle = getattr(handle, "base", None)
             if handle is not None and id(handle) not in seen and hasattr(mmap, "MADV_DONTNEED"):
                 seen.add(id(handle))
                 handle.madvise(mmap.MADV_DONTNEED)

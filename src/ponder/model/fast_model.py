@@ -75,12 +75,26 @@ class FastModel:
         self.layers = [_Layer(lw) for lw in weights.layers]
         self.output = make_linear(weights.output)
         self.final_norm = weights.final_norm.astype(np.float32)
-        self.cos, self.sin = ops.rope_tables(c.rope_theta, c.head_dim, c.context_length)
+        # RoPE tables cover the positions used so far, not the declared context: a file may
+        # declare millions of positions, and a request uses a few hundred.
+        self.cos = self.sin = np.empty((0, c.head_dim // 2), np.float32)
         weights.release_pages()  # the packed copies are what run now
         self.scale = np.float32(1.0 / np.sqrt(c.head_dim))
 
     def nbytes(self) -> int:
         return sum(layer.nbytes() for layer in self.layers) + self.output.nbytes
+
+    def _cover_positions(self, positions: np.ndarray) -> None:
+        """Grow the RoPE tables (doubling, at least 256 rows) to cover `positions`.
+
+        Each row is a function of its position alone, so growing gives the same bits as
+        building the full table up front.
+        """
+        need = int(positions.max()) + 1
+        if need > len(self.cos):
+            c = self.config
+            n = max(need, min(max(2 * len(self.cos), 256), c.context_length))
+            self.cos, self.sin = ops.rope_tables(c.rope_theta, c.head_dim, n)
 
     def forward(self, step: StepInput, k_pool: np.ndarray, v_pool: np.ndarray) -> np.ndarray:
         """Run the new tokens through the model, writing their K/V into the pools.
@@ -91,6 +105,7 @@ class FastModel:
         """
         c = self.config
         n = len(step.tokens)
+        self._cover_positions(step.positions)
         bs = v_pool.shape[3]
         tables = step.block_tables
         slot_block = tables[step.token_row, step.positions // bs].astype(np.int32)
