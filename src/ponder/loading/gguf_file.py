@@ -173,7 +173,7 @@ def _assemble(path: str, meta: dict, tensors: dict) -> ModelWeights:
             bq=optional_vector(p + "attn_q.bias"), bk=optional_vector(p + "attn_k.bias"),
             bv=optional_vector(p + "attn_v.bias"),
         ))
-    weights = ModelWeights(config, embed, output, vector("output_norm.weight"), layers)
+    weights = ModelWeights(config, embed, output, vector("output_norm.weight"), layers, source=path)
     weights.validate()
     return weights
 

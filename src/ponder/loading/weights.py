@@ -80,6 +80,7 @@ class ModelWeights:
     output: WeightTensor  # the same object as `embed` when embeddings are tied
     final_norm: np.ndarray
     layers: list[LayerWeights] = field(default_factory=list)
+    source: str | None = None  # the model file the tensors map, if one (keys the packed-weight cache)
 
     @property
     def tied(self) -> bool:

@@ -15,6 +15,7 @@ import numpy as np
 from ponder.kernels import attention, ops
 from ponder.loading.weights import ModelWeights
 from ponder.model.linear import Activations, make_fused_linear, make_linear
+from ponder.model.weight_cache import PackedWeightCache
 
 
 @dataclass
@@ -39,12 +40,12 @@ class StepInput:
 class _Group:
     """Matrices that read the same input, run as one stacked product when their formats allow."""
 
-    def __init__(self, tensors):
-        fused = make_fused_linear(tensors)
+    def __init__(self, tensors, cache):
+        fused = make_fused_linear(tensors, cache)
         if fused is not None:
             self.parts, self.offsets = [fused[0]], fused[1]
         else:
-            self.parts, self.offsets = [make_linear(t) for t in tensors], None
+            self.parts, self.offsets = [make_linear(t, cache) for t in tensors], None
         self.nbytes = sum(p.nbytes for p in self.parts)
 
     def __call__(self, act: Activations) -> list[np.ndarray]:
@@ -55,12 +56,12 @@ class _Group:
 
 
 class _Layer:
-    def __init__(self, lw):
+    def __init__(self, lw, cache):
         self.attn_norm, self.ffn_norm = lw.attn_norm.astype(np.float32), lw.ffn_norm.astype(np.float32)
-        self.qkv = _Group([lw.wq, lw.wk, lw.wv])
-        self.wo = make_linear(lw.wo)
-        self.gate_up = _Group([lw.w_gate, lw.w_up])
-        self.w_down = make_linear(lw.w_down)
+        self.qkv = _Group([lw.wq, lw.wk, lw.wv], cache)
+        self.wo = make_linear(lw.wo, cache)
+        self.gate_up = _Group([lw.w_gate, lw.w_up], cache)
+        self.w_down = make_linear(lw.w_down, cache)
         self.bq, self.bk, self.bv = (None if b is None else b.astype(np.float32) for b in (lw.bq, lw.bk, lw.bv))
 
     def nbytes(self) -> int:
@@ -72,8 +73,13 @@ class FastModel:
         self.config = c = weights.config
         self.bits = activation_bits
         self.embed = weights.embed
-        self.layers = [_Layer(lw) for lw in weights.layers]
-        self.output = make_linear(weights.output)
+        # packed once per model file and layout, then memory-mapped (model/weight_cache.py)
+        cache = PackedWeightCache.for_source(weights.source)
+        self.layers = [_Layer(lw, cache) for lw in weights.layers]
+        self.output = make_linear(weights.output, cache)
+        if cache is not None:
+            cache.save()
+        self.pack_cache = "off" if cache is None else cache.status
         self.final_norm = weights.final_norm.astype(np.float32)
         # RoPE tables cover the positions used so far, not the declared context: a file may
         # declare millions of positions, and a request uses a few hundred.

@@ -46,13 +46,23 @@ class Activations:
 
 
 class QuantLinear:
-    def __init__(self, t: WeightTensor):
-        self.rows, self.cols = t.rows, t.cols
-        self.packed = qmatmul.from_gguf(_INT_FORMATS[t.fmt], t.data, t.rows, t.cols)
-        self.nbytes = self.packed.nbytes
+    def __init__(self, packed):
+        self.packed = packed
+        self.rows, self.cols = packed.rows, packed.cols
+        self.nbytes = packed.nbytes
 
     def __call__(self, act: Activations) -> np.ndarray:
         return act.times(self.packed)
+
+
+def _quant_linear(name: str, fmt: str, rows: int, cols: int, raw, cache) -> QuantLinear:
+    """The matrix packed for the kernels: from the cache if it holds it, else packed from raw() and cached."""
+    packed = cache.get(name) if cache is not None else None
+    if packed is None or (packed.rows, packed.cols) != (rows, cols):
+        packed = qmatmul.from_gguf(_INT_FORMATS[fmt], raw(), rows, cols)
+        if cache is not None:
+            cache.put(name, packed)
+    return QuantLinear(packed)
 
 
 class FloatLinear:
@@ -67,11 +77,14 @@ class FloatLinear:
         return out
 
 
-def make_linear(t: WeightTensor):
-    return QuantLinear(t) if t.fmt in _INT_FORMATS else FloatLinear(t)
+def make_linear(t: WeightTensor, cache=None):
+    """cache: a model.weight_cache.PackedWeightCache, or None to pack afresh."""
+    if t.fmt in _INT_FORMATS:
+        return _quant_linear(t.name, t.fmt, t.rows, t.cols, lambda: t.data, cache)
+    return FloatLinear(t)
 
 
-def make_fused_linear(tensors: list[WeightTensor]):
+def make_fused_linear(tensors: list[WeightTensor], cache=None):
     """One linear over several matrices that read the same input (Q/K/V, gate/up), rows stacked.
 
     Rows are independent, so the stacked product gives each matrix the same bits
@@ -81,7 +94,13 @@ def make_fused_linear(tensors: list[WeightTensor]):
     first = tensors[0]
     if any(t.fmt != first.fmt or t.cols != first.cols for t in tensors):
         return None
-    data = np.concatenate([np.asarray(t.data) for t in tensors])
-    fused = WeightTensor("+".join(t.name for t in tensors), first.fmt, sum(t.rows for t in tensors), first.cols, data)
+    name = "+".join(t.name for t in tensors)
+    rows = sum(t.rows for t in tensors)
     offsets = np.cumsum([0] + [t.rows for t in tensors]).tolist()
-    return make_linear(fused), offsets
+
+    def stacked():
+        return np.concatenate([np.asarray(t.data) for t in tensors])
+
+    if first.fmt in _INT_FORMATS:  # a cached pack needs no stacked copy of the file's bytes
+        return _quant_linear(name, first.fmt, rows, first.cols, stacked, cache), offsets
+    return FloatLinear(WeightTensor(name, first.fmt, rows, first.cols, stacked())), offsets

@@ -1,0 +1,117 @@
+"""The packed-weight cache: used, invalidated when the model file or the layout changes, and a
+corrupt cache file rebuilt, never trusted.  Hits must give the same bits as a fresh pack."""
+
+import os
+
+import numpy as np
+import pytest
+
+from ponder.loading.model_files import load_model
+from ponder.model import weight_cache
+from ponder.model.fast_model import FastModel, StepInput
+from tiny_models import random_weights, write_gguf
+
+
+@pytest.fixture
+def cache_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("PONDER_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(weight_cache, "MIN_BYTES", 0)  # the tiny model's pack is a few KB
+    return tmp_path
+
+
+@pytest.fixture
+def q41_model(cache_home):
+    w, cfg = random_weights("llama", dim=64, ffn=128, n_heads=1, n_kv_heads=1)
+    return write_gguf(cache_home / "q41.gguf", w, cfg, fmt="Q4_1", embed_fmt="Q8_0")
+
+
+def _logits(runner: FastModel) -> np.ndarray:
+    c = runner.config
+    tokens = np.array([5, 9, 7], np.int64)
+    blocks, bs = 4, 16
+    k_pool = np.zeros((c.n_layers, blocks, c.n_kv_heads, c.head_dim, bs), np.float32)
+    v_pool = np.zeros((c.n_layers, blocks, c.n_kv_heads, bs, c.head_dim), np.float32)
+    step = StepInput(tokens, np.arange(3), np.zeros(3, np.int64), np.arange(blocks, dtype=np.int32)[None, :],
+                     np.arange(3))
+    return runner.forward(step, k_pool, v_pool)
+
+
+def _runner(path) -> FastModel:
+    return FastModel(load_model(str(path)).weights)
+
+
+def _cache_files(home):
+    d = home / "home" / "packed"
+    return sorted(d.iterdir()) if d.exists() else []
+
+
+def test_cache_is_written_then_used_with_the_same_bits(q41_model, cache_home):
+    first = _runner(q41_model)
+    assert first.pack_cache == "empty"
+    files = _cache_files(cache_home)
+    assert len(files) == 1 and weight_cache.layout_id() in files[0].name
+    second = _runner(q41_model)
+    assert second.pack_cache == "hit"
+    # the packed buffers are the cache file's pages, not copies
+    assert isinstance(second.output.packed.buf.base, np.memmap) or isinstance(second.output.packed.buf, np.memmap)
+    assert np.array_equal(_logits(first), _logits(second))
+    assert np.array_equal(first.layers[1].qkv.parts[0].packed.buf, second.layers[1].qkv.parts[0].packed.buf)
+
+
+def test_cache_off(q41_model, cache_home, monkeypatch):
+    monkeypatch.setenv("PONDER_PACK_CACHE", "0")
+    assert _runner(q41_model).pack_cache == "off"
+    assert _cache_files(cache_home) == []
+
+
+def test_invalidated_when_the_model_file_changes(q41_model, cache_home):
+    _runner(q41_model)
+    w, cfg = random_weights("llama", dim=64, ffn=128, n_heads=1, n_kv_heads=1, seed=7)
+    write_gguf(q41_model, w, cfg, fmt="Q4_1", embed_fmt="Q8_0")  # same path, same size, new weights
+    changed = _runner(q41_model)
+    assert changed.pack_cache == "stale"
+    fresh = FastModel(load_model(str(q41_model)).weights)
+    assert fresh.pack_cache == "hit"  # the stale file was replaced
+    os.environ["PONDER_PACK_CACHE"] = "0"
+    try:
+        uncached = _runner(q41_model)
+    finally:
+        del os.environ["PONDER_PACK_CACHE"]
+    assert np.array_equal(_logits(changed), _logits(uncached)) and np.array_equal(_logits(fresh), _logits(uncached))
+
+
+def test_invalidated_when_only_the_mtime_changes(q41_model, cache_home):
+    _runner(q41_model)
+    st = os.stat(q41_model)
+    os.utime(q41_model, ns=(st.st_atime_ns, st.st_mtime_ns + 10 ** 9))
+    assert _runner(q41_model).pack_cache == "stale"
+
+
+def test_a_layout_change_never_reads_the_old_pack(q41_model, cache_home, monkeypatch):
+    _runner(q41_model)
+    monkeypatch.setattr(weight_cache, "layout_id", lambda: "rows99.v9")
+    other = _runner(q41_model)
+    assert other.pack_cache == "empty"
+    assert len(_cache_files(cache_home)) == 2
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip_data", "flip_index", "garbage"])
+def test_corrupt_cache_file_is_rebuilt(q41_model, cache_home, damage):
+    good = _logits(_runner(q41_model))
+    (path,) = _cache_files(cache_home)
+    data = bytearray(path.read_bytes())
+    if damage == "truncate":
+        data = data[:-100]
+    elif damage == "flip_data":
+        data[-50] ^= 0x10
+    elif damage == "flip_index":
+        at = data.index(b'"layout"')
+        data[at + 2] ^= 0x01
+    else:
+        data = bytearray(os.urandom(len(data)))
+    path.write_bytes(bytes(data))
+    rebuilt = _runner(q41_model)
+    assert rebuilt.pack_cache in ("corrupt", "stale")
+    assert np.array_equal(_logits(rebuilt), good)
+    again = _runner(q41_model)
+    assert again.pack_cache == "hit" and np.array_equal(_logits(again), good)
