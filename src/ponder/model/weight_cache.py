@@ -2,15 +2,14 @@
 
 Packing a model for the integer kernels takes about a second of NumPy shuffling;
 loading a pack that was written before is a memory map.  One cache file per model
-file and packed layout, under $PONDER_HOME/packed/, named by the model's path and
-the kernels' layout id (so two instruction sets with different layouts keep
-separate files).  Inside, the header records:
+file and instruction set, under $PONDER_HOME/packed/, named by the model's path,
+the set and the kernels' layout id.  Inside, the header records:
 
 * the model file's identity: size, mtime and a SHA-256 of its first 2 MiB (the
   GGUF header) and of 64 KiB samples spread over the rest.  A file that changed
   is repacked and its cache file replaced;
-* the layout id and this format's version: a cache file from another layout or
-  version is never read;
+* the set and layout id, and this format's version: a cache file from another
+  set, layout or version is never read;
 * per entry, the packed object's plain attributes and where its arrays are;
 * a checksum of the data (64-bit sum and xor of its words), checked on every load.
   A truncated or corrupt file is rebuilt, never trusted.
@@ -35,7 +34,7 @@ import tempfile
 import numpy as np
 
 MAGIC = b"PONDERPK"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _ALIGN = 4096  # data offsets: page-aligned for the memory map, and a multiple of 64 for the kernels
 _HEAD = struct.Struct("<8sIQ")  # magic, format version, index length
 _SAMPLE = 64 << 10
@@ -46,12 +45,15 @@ MIN_BYTES = 8 << 20
 
 
 def layout_id() -> str:
-    """The kernels' packed layout id: part of the key, so a layout change never reads an old pack."""
-    try:
-        from ponder.kernels import isa
-    except ImportError:  # kernels without per-ISA back ends: one layout, 16 rows per group
-        return "rows16.v1"
-    return isa.layout_id()
+    """This process's instruction set and the kernels' id of its packed layout: part of the key.
+
+    The set is in the key as well as the layout because a packed matrix records the back end
+    that runs it: a pack written under avx2 must not be run as avx2 where PONDER_ISA (or
+    another machine sharing $PONDER_HOME) chose portable, though both share a layout.
+    """
+    from ponder.kernels import isa
+
+    return f"{isa.current()}.{isa.layout_id()}"
 
 
 def enabled() -> bool:
@@ -184,8 +186,8 @@ class PackedWeightCache:
 
 
 def _attributes(obj) -> dict:
-    names = getattr(type(obj), "__slots__", None) or list(vars(obj))
-    return {n: getattr(obj, n) for n in names}
+    """A packed object's fields: packed types declare __slots__ (the kernels' QMatrix does)."""
+    return {n: getattr(obj, n) for n in type(obj).__slots__}
 
 
 def _array_bytes(obj) -> int:
@@ -199,6 +201,8 @@ def _restore(entry: dict, data: np.ndarray):
     if not module.startswith("ponder.kernels."):  # only the kernels' own packed types are rebuilt
         raise ValueError("not a packed kernel type")
     cls = getattr(importlib.import_module(module), qualname)
+    if set(entry["attrs"]) | set(entry["arrays"]) != set(cls.__slots__):
+        raise ValueError("the packed type's fields changed")  # written by other code: repack
     obj = object.__new__(cls)
     for attr, value in entry["attrs"].items():
         setattr(obj, attr, value)
