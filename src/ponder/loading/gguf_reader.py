@@ -14,6 +14,7 @@ bytes.  This module knows the format, not what a model needs (see gguf_file).
 
 from __future__ import annotations
 
+import math
 import mmap
 import os
 import struct
@@ -66,7 +67,7 @@ class TensorInfo:
 
     @property
     def n_elements(self) -> int:
-        return int(np.prod(self.shape, dtype=object))
+        return math.prod(self.shape)
 
 
 @dataclass(frozen=True)
@@ -129,29 +130,45 @@ class _Cursor:
 
 
 def _string_array(cur: _Cursor, count: int, what: str) -> list[str]:
-    """`count` strings; the hot loop of a load (a vocabulary and its merges), so kept tight."""
+    """`count` strings: the hot part of a load (a vocabulary and its merges).
+
+    One loop walks the lengths; the text is then decoded in one call, each 8-byte length
+    replaced by a NUL separator.  A string holding a NUL, or invalid UTF-8, takes the
+    string-by-string path, which also names the bad string.
+    """
     if cur.spans is not None:
-        return [cur.string(f"{what}[{i}]") for i in range(count)]
+        return _strings_one_by_one(cur, count, what)
     buf, pos, size = cur.buf, cur.pos, cur.size
+    start = pos
     unpack = struct.Struct("<Q").unpack_from
-    out = [None] * count
+    heads = [0] * count
     for i in range(count):
         if pos + 8 > size:
-            cur.pos = pos
-            cur.need(8, f"{what}[{i}] length")
+            break
+        heads[i] = pos
         (n,) = unpack(buf, pos)
-        pos += 8
-        end = pos + n
-        if end > size:
-            cur.pos = pos
-            cur.need(n, f"{what}[{i}]")
+        pos += 8 + n
+        if pos > size:
+            break
+    else:
+        raw = np.frombuffer(buf, np.uint8, pos - start, start)
+        keep = np.ones(len(raw), bool)
+        prefix = np.asarray(heads, np.int64) - start
+        keep[(prefix[:, None] + np.arange(7)).reshape(-1)] = False  # keep each length's last byte ...
+        joined = raw.copy()
+        joined[prefix + 7] = 0  # ... as the separator
         try:
-            out[i] = buf[pos:end].decode("utf-8")
+            out = joined[keep].tobytes().decode("utf-8").split("\0")[1:]
         except UnicodeDecodeError:
-            cur.fail(f"{what}[{i}] is not valid UTF-8")
-        pos = end
-    cur.pos = pos
-    return out
+            out = None
+        if out is not None and len(out) == count:
+            cur.pos = pos
+            return out
+    return _strings_one_by_one(cur, count, what)  # names the string that is bad
+
+
+def _strings_one_by_one(cur: _Cursor, count: int, what: str) -> list[str]:
+    return [cur.string(f"{what}[{i}]") for i in range(count)]
 
 
 def _value(cur: _Cursor, vtype: int, what: str, depth: int = 0):
@@ -254,7 +271,7 @@ def read(path: str, record_spans: bool = False) -> GGUFFile:
             cur.fail(f"tensor {name!r} has a dimension of 0 (shape {list(shape)})")
         if shape[0] % block:
             cur.fail(f"tensor {name!r}: its rows of {shape[0]} are not a whole number of {tname} blocks of {block}")
-        n_elements = int(np.prod(shape, dtype=object))
+        n_elements = math.prod(shape)
         n_bytes = n_elements // block * block_bytes
         if rel % alignment:
             cur.fail(f"tensor {name!r}: data offset {rel} is not a multiple of the alignment {alignment}")

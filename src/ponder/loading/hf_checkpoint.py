@@ -8,6 +8,7 @@ BF16 kept as its raw 16 bits, unexpanded, like every other format.
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 from glob import glob
@@ -57,7 +58,7 @@ def read_safetensors(path: str) -> dict[str, tuple[str, list[int], np.ndarray | 
         start, end = offsets
         if 8 + n + end > size:
             raise ModelFormatError(f"{path} is truncated: tensor {name!r} ends past the end of the file")
-        if dtype in _ITEMSIZE and end - start != int(np.prod(shape, dtype=object)) * _ITEMSIZE[dtype]:
+        if dtype in _ITEMSIZE and end - start != math.prod(shape) * _ITEMSIZE[dtype]:
             raise ModelFormatError(f"{path}: tensor {name!r} has {end - start} bytes for shape {shape} of {dtype}")
         out[name] = (dtype, shape, mm[8 + n + start: 8 + n + end] if dtype in _DTYPES else None)
     return out
@@ -125,7 +126,7 @@ def read_hf_checkpoint(directory: str) -> tuple[ModelWeights, dict]:
         dtype, shape, raw = tensors[name]
         if not shape or 0 in shape:
             raise TensorShapeError(f"{directory}: tensor {name!r} has shape {shape}, with no elements")
-        rows, cols = (shape[0], int(np.prod(shape[1:]))) if len(shape) > 1 else (1, shape[0])
+        rows, cols = (shape[0], math.prod(shape[1:])) if len(shape) > 1 else (1, shape[0])
         if raw is None:
             return WeightTensor(name, dtype, rows, cols, np.empty((rows, 0), np.uint8))  # raises: unsupported type
         if raw.size != rows * cols * _ITEMSIZE[dtype]:

@@ -91,11 +91,15 @@ class Tokenizer:
             )
         tokens = meta["tokenizer.ggml.tokens"]
         merges = [tuple(m.split(" ", 1)) for m in meta.get("tokenizer.ggml.merges", [])]
+        for i, pair in enumerate(merges):  # (one with two spaces fails in BPE(): "b c" is no token)
+            if len(pair) != 2:
+                raise ModelFormatError(f"{source}: merge {i} of tokenizer.ggml.merges has no space between two tokens")
         make_pre, ignore_merges = _PRE_TOKENIZERS[pre]
         try:
-            bpe = models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges, ignore_merges=ignore_merges)
+            bpe = models.BPE(vocab=dict(zip(tokens, range(len(tokens)))), merges=merges, ignore_merges=ignore_merges)
         except Exception as e:  # the tokenizers library raises plain Exceptions on inconsistent merges
-            raise ModelFormatError(f"{source}: the tokenizer's vocabulary and merges disagree: {e}") from None
+            raise ModelFormatError(f"{source}: the tokenizer's vocabulary and merges disagree: "
+                                   f"{str(e).splitlines()[0]}") from None
         hf = HFTokenizer(bpe)
         hf.pre_tokenizer = make_pre()
         hf.decoder = decoders.ByteLevel()

@@ -102,9 +102,7 @@ class ModelWeights:
         """
         seen = set()
         for t in [self.embed, self.output] + [m for layer in self.layers for m in layer.matrices().values()]:
-            handle = t.data
-            while handle is not None and not isinstance(handle, mmap.mmap):
-                handle = getattr(handle, "base", None)
+            handle = file_mapping(t.data)
             if handle is not None and id(handle) not in seen and hasattr(mmap, "MADV_DONTNEED"):
                 seen.add(id(handle))
                 handle.madvise(mmap.MADV_DONTNEED)
@@ -128,6 +126,15 @@ class ModelWeights:
             for bias, n in [(layer.bq, c.q_dim), (layer.bk, c.kv_dim), (layer.bv, c.kv_dim)]:
                 if bias is not None:
                     _check("attention bias", bias.shape, (n,))
+
+
+def file_mapping(a: np.ndarray) -> mmap.mmap | None:
+    """The memory map an array views, if it views one (np.memmap, or np.frombuffer of an mmap)."""
+    while isinstance(a, np.ndarray):
+        a = a.base
+    if isinstance(a, memoryview):
+        a = a.obj
+    return a if isinstance(a, mmap.mmap) else None
 
 
 def _check(name: str, actual: tuple, expected: tuple) -> None:

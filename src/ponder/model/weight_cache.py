@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import mmap
 import os
 import struct
 import tempfile
@@ -125,9 +127,7 @@ class PackedWeightCache:
                 start, length = index["data_offset"], index["data_bytes"]
                 if start % _ALIGN or start + length != size or length % 8:
                     raise ValueError("data section does not match the file size")
-                # copy-on-write: pages stay shared with the page cache (the kernels never write
-                # weights), and the arrays are writable, so Numba sees the same types as a fresh pack
-                data = np.memmap(f, np.uint8, "c", offset=start, shape=(length,)) if length else np.empty(0, np.uint8)
+                data = _map(f, start, length)
                 if _checksum(data) != index["checksum"]:
                     raise ValueError("checksum mismatch")
                 self._loaded = {name: _restore(entry, data) for name, entry in index["entries"].items()}
@@ -185,6 +185,20 @@ class PackedWeightCache:
         self._loaded, self._new = entries, {}
 
 
+def _map(f, start: int, length: int) -> np.ndarray:
+    """The data section as a uint8 array over a private (copy-on-write) mapping.
+
+    Pages stay shared with the page cache (the kernels never write weights), and the
+    arrays are writable, so Numba sees the same types as for a fresh pack.  The pages
+    are faulted in by one call (MAP_POPULATE): the checksum reads them all anyway.
+    """
+    if not length:
+        return np.empty(0, np.uint8)
+    flags = mmap.MAP_PRIVATE | getattr(mmap, "MAP_POPULATE", 0)
+    mm = mmap.mmap(f.fileno(), length, flags=flags, prot=mmap.PROT_READ | mmap.PROT_WRITE, offset=start)
+    return np.frombuffer(mm, np.uint8)
+
+
 def _attributes(obj) -> dict:
     """A packed object's fields: packed types declare __slots__ (the kernels' QMatrix does)."""
     return {n: getattr(obj, n) for n in type(obj).__slots__}
@@ -208,7 +222,7 @@ def _restore(entry: dict, data: np.ndarray):
         setattr(obj, attr, value)
     for attr, (offset, dtype, shape) in entry["arrays"].items():
         dt = np.dtype(dtype)
-        n = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+        n = math.prod(shape) * dt.itemsize
         if offset % 64 or offset + n > len(data):
             raise ValueError("array outside the data section")
         setattr(obj, attr, data[offset: offset + n].view(dt).reshape(shape))
