@@ -164,9 +164,14 @@ def _cmd_run(args) -> int:
     with Progress(*columns, console=err, disable=args.no_progress) as progress:
         task = progress.add_task(f"{config.strategy} on {config.suite}", total=None, acc="-", tps="-")
 
+        from ponder.cli import compile_notice
+
+        compiled_before = compile_notice.install().seconds
+
         def on_progress(done, total, stats):
             acc = f"{100 * stats['score'] / done:.1f}%" if done else "-"
-            tps = f"{stats['generated'] / stats['wall']:.1f}" if stats["wall"] else "-"
+            wall = stats["wall"] - (compile_notice.install().seconds - compiled_before)  # not the compile time
+            tps = f"{stats['generated'] / wall:.1f}" if wall > 0 else "-"
             progress.update(task, completed=done, total=total, acc=acc, tps=tps)
 
         try:
@@ -403,9 +408,17 @@ def _add_run_args(p) -> None:
     p.add_argument("--no-progress", action="store_true")
 
 
+# commands that run kernels: the first run on a machine compiles them, and says so
+_KERNEL_COMMANDS = {"generate", "verify", "serve", "bench", "run", "chat"}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command in _KERNEL_COMMANDS:
+            from ponder.cli import compile_notice
+
+            compile_notice.install()
         return args.func(args)
     except PonderError as e:
         print(f"ponder: error: {e}", file=sys.stderr)
