@@ -14,6 +14,7 @@ import numpy as np
 
 from ponder.kernels import attention, ops
 from ponder.loading.weights import ModelWeights
+from ponder.model import numba_startup
 from ponder.model.linear import Activations, make_fused_linear, make_linear
 from ponder.model.weight_cache import PackedWeightCache
 
@@ -70,6 +71,7 @@ class _Layer:
 
 class FastModel:
     def __init__(self, weights: ModelWeights, activation_bits: int = 16):
+        numba_startup.import_numba_numpy_support()
         self.config = c = weights.config
         self.bits = activation_bits
         self.embed = weights.embed
