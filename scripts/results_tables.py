@@ -37,6 +37,8 @@ def main(path=None):
             name += f" ({opts.get('potential', 'likelihood')})"
         if cfg.get("tools"):
             name += " --tools " + ",".join(cfg["tools"])
+        if cfg.get("shots"):
+            name += f" --shots {cfg['shots']}"
         n = s["done"] or 1
         print(f"| {r['id']} | {cfg['suite']} | {cfg['difficulty']} | {name} | {100 * s['accuracy']:.1f}% | "
               f"{100 * s['coverage']:.1f}% | {s['generated_tokens'] / n:.1f} | {(s.get('tool_tokens') or 0) / n:.1f} | "

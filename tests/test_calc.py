@@ -22,7 +22,7 @@ def calc(text):
     ("3/4 > 0.7", "True"), ("1 < 2 < 2", "False"), ("0.5 == 1/2", "True"),
     ("+".join(["1"] * 150), "150"),
     ("5/63 ÷ 5/7", "1/9"), ("5/2 × 2/5", "1"), ("12 ÷ 3/4", "16"), ("12 / 3 / 4", "1"), ("2**3/4", "2"),
-    ("1/2/3", "1/6"), ("(1/2)/(3/4)", "2/3"), ("0.5/0.25 × 2", "4"),
+    ("1/2/3", "1/6"), ("4 x 7", "28"), ("(2 + 1)x3", "9"), ("(1/2)/(3/4)", "2/3"), ("0.5/0.25 × 2", "4"),
 ])
 def test_exact_values(expr, want):
     assert calc(expr) == want
@@ -61,7 +61,7 @@ def test_deep_unary_chain_is_an_error_not_a_crash():
 
 
 @pytest.mark.parametrize("line, want", [
-    ("So she pays 3 * 4.5 ", "3 * 4.5"), ("The total is 12 + 7 ", "12 + 7"), ("x = 3 + 4 ", "3 + 4"),
+    ("So she pays 3 * 4.5 ", "3 * 4.5"), ("Dara has 4 x 7 ", "4 x 7"), ("The total is 12 + 7 ", "12 + 7"), ("x = 3 + 4 ", "3 + 4"),
     ("(3 + 4) * 2 ", "(3 + 4) * 2"), ("Total: 20% of 50 ", "20% of 50"), ("x ", None), ("The answer ", None),
     ("She has 3 apples + 4 ", None), ("It costs 12 ", None), ("2**99999 ", "2**99999"),
 ])

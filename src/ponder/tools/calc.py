@@ -7,7 +7,7 @@ eval/exec.  Values are exact rationals (`Fraction`): "0.1 + 0.2" is 3/10, "1/3 *
 Covered: integers, decimals, scientific notation, fractions (a/b is exact division), percentages
 ("15%" is 15/100, "15% of 80" is 12), + - * / // % and powers (** or ^) within bounds, min, max,
 round (half away from zero, as people round), abs, and comparisons (True/False).  Thousands
-separators ("1,234") and the signs × ÷ − are understood; a fraction written tight ("5/63 ÷ 5/7")
+separators ("1,234"), the signs × ÷ − and an x between numbers ("4 x 7") are understood; a fraction written tight ("5/63 ÷ 5/7")
 binds tighter than the operators around it, as people read it.
 
 Everything that could hang or exhaust memory is refused before it is computed: long input, deep
@@ -52,6 +52,8 @@ _PCT = re.compile(rf"({_NUM})\s*%(?!\s*[\d.(])")
 _PLAIN_NUMBER = re.compile(rf"^\s*[-+]?\s*{_NUM}(?:[eE][-+]?\d+)?\s*$")
 # "5/63" written tight is a fraction: it binds tighter than the × and ÷ around it, as people read
 # "5/63 ÷ 5/7"; not after a power sign, where "2**3/4" keeps Python's reading
+# "4 x 7": people (and models) write x for times between two numbers
+_TIMES_X = re.compile(r"(?<=[\d)])\s*[xX]\s*(?=[\d(.])")
 _TIGHT_FRACTION = re.compile(rf"(?<![\w.*^/)])({_NUM})/({_NUM})(?![\w.(/])")
 
 
@@ -60,6 +62,7 @@ def normalize(text: str) -> str:
     s = text.strip().replace("×", "*").replace("·", "*").replace("÷", "/").replace("−", "-").replace("^", "**")
     s = s.replace("$", "")
     s = _THOUSANDS.sub(lambda m: m.group(0).replace(",", ""), s)
+    s = _TIMES_X.sub("*", s)
     s = _TIGHT_FRACTION.sub(r"(\1/\2)", s)
     s = _PCT_OF.sub(r"(\1/100)*", s)
     return _PCT.sub(r"(\1/100)", s)
