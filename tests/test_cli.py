@@ -22,6 +22,21 @@ def test_generate_chat_with_seed_is_reproducible(tiny_llama, capsys):
     assert first["prompt_token_ids"][0] == 1  # the chat template ran
 
 
+def test_generate_streams_the_same_text_as_json(tiny_llama, capsys):
+    """Plain output is streamed as it becomes final: the same text as --json, also cut at a stop string."""
+    base = ["generate", "the cat", "-m", str(tiny_llama[2]), "--max-tokens", "12", "--temperature", "0.9",
+            "--seed", "5"]
+    assert main(base + ["--json"]) == 0
+    text = json.loads(capsys.readouterr().out)["text"]
+    assert main(base) == 0
+    assert capsys.readouterr().out == text + "\n"
+    stop = next(ch for ch in text[1:] if ch.isascii() and ch.isalnum())  # this seed's text has some
+    assert main(base + ["--stop", stop, "--json"]) == 0
+    cut = json.loads(capsys.readouterr().out)["text"]
+    assert main(base + ["--stop", stop]) == 0
+    assert capsys.readouterr().out == cut + "\n" and stop not in cut and len(cut) < len(text)
+
+
 def test_models_lists_default(capsys):
     assert main(["models"]) == 0
     assert "smollm2-135m" in capsys.readouterr().out

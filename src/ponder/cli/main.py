@@ -38,11 +38,11 @@ def _cmd_models(args) -> int:
 def _cmd_generate(args) -> int:
     from ponder import Engine, SamplingParams
 
+    params = SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
+                            max_tokens=args.max_tokens, seed=args.seed, stop=tuple(args.stop or ()))  # before the load
     engine = Engine.from_pretrained(args.model, threads=args.threads)
     prompt = [{"role": "user", "content": args.prompt}] if args.chat else args.prompt
-    params = SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
-                            max_tokens=args.max_tokens, seed=args.seed, stop=tuple(args.stop or ()))
-    result = engine.generate(prompt, params)[0]
+    result = engine.generate(prompt, params)[0] if args.json else _stream(engine, prompt, params)
     if args.transcript:
         from ponder.engine import transcript
 
@@ -57,9 +57,29 @@ def _cmd_generate(args) -> int:
             "logprobs": result.logprobs,
             "seed": result.seed,
         }))
-    else:
-        print(result.text)
     return 0
+
+
+def _stream(engine, prompt, params):
+    """Generate, writing the text to stdout as it becomes final; returns the result."""
+    from ponder.engine.finish import is_stop_token
+    from ponder.server.detokenize import IncrementalDetokenizer
+
+    rid = engine.add_request(prompt, params)
+    detok = IncrementalDetokenizer(engine.tokenizer, params.stop)
+    while not engine.is_finished(rid):
+        for ev in engine.step():
+            if ev.request_id != rid or (ev.finish_reason == "stop"
+                                        and is_stop_token(ev.token_id, params, engine.tokenizer.eos_ids)):
+                continue
+            detok.add(ev.token_id)
+            sys.stdout.write(detok.take())
+            sys.stdout.flush()
+    result = engine.pop_result(rid)
+    if result.error is not None:
+        raise result.error
+    sys.stdout.write(detok.finish(result.text) + "\n")
+    return result
 
 
 def _cmd_verify(args) -> int:
