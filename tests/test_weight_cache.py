@@ -1,7 +1,9 @@
 """The packed-weight cache: used, invalidated when the model file or the layout changes, and a
 corrupt cache file rebuilt, never trusted.  Hits must give the same bits as a fresh pack."""
 
+import json
 import os
+import struct
 
 import numpy as np
 import pytest
@@ -123,3 +125,23 @@ def test_gguf_tensors_are_file_mappings_so_their_pages_can_be_released(q41_model
     """FastModel drops the file's pages once packed (release_pages): that needs the map behind each tensor."""
     w = load_model(str(q41_model)).weights
     assert file_mapping(w.embed.data) is not None and file_mapping(w.layers[0].wv.data) is not None
+
+
+@pytest.mark.parametrize("renamed", ["ponder.kernels.no_such_module:QMatrix", "ponder.kernels.qmm_layout:Gone",
+                                     "os.path:join"])
+def test_a_pack_naming_a_type_that_is_gone_is_rebuilt(q41_model, cache_home, renamed):
+    """A pack written by other code (a packed type renamed or moved since) is rebuilt, not a crash."""
+    good = _logits(_runner(q41_model))
+    (path,) = _cache_files(cache_home)
+    data = path.read_bytes()
+    (n,) = struct.unpack_from("<Q", data, 12)
+    index = json.loads(data[20:20 + n])
+    for entry in index["entries"].values():
+        entry["class"] = renamed
+    blob = json.dumps(index).encode()
+    assert 20 + len(blob) <= index["data_offset"]
+    head = data[:8] + struct.pack("<IQ", struct.unpack_from("<I", data, 8)[0], len(blob)) + blob
+    path.write_bytes(head + b"\0" * (index["data_offset"] - len(head)) + data[index["data_offset"]:])
+    rebuilt = _runner(q41_model)
+    assert rebuilt.pack_cache == "corrupt" and np.array_equal(_logits(rebuilt), good)
+    assert _runner(q41_model).pack_cache == "hit"

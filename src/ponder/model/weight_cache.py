@@ -132,7 +132,9 @@ class PackedWeightCache:
                     raise ValueError("checksum mismatch")
                 self._loaded = {name: _restore(entry, data) for name, entry in index["entries"].items()}
                 self.status = "hit"
-            except (ValueError, KeyError, TypeError, IndexError, struct.error, UnicodeDecodeError, OSError):
+            # anything wrong with the file, or a packed type since renamed or moved: rebuild
+            except (ValueError, KeyError, TypeError, IndexError, AttributeError, ImportError, struct.error,
+                    OSError):
                 self._loaded = {}
                 self.status = "corrupt"
 
