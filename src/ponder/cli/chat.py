@@ -109,13 +109,11 @@ class Chat:
     def turn(self, text: str) -> None:
         """Send a user message and stream the reply."""
         from ponder import SamplingParams
-        from ponder.engine.finish import is_stop_token
-        from ponder.server.detokenize import IncrementalDetokenizer
+        from ponder.cli.stream import stream
 
         engine = self.engine
         messages = self.messages + [{"role": "user", "content": text}]
         params = SamplingParams(temperature=self.temperature, seed=self.seed, max_tokens=self.max_tokens)
-        detok = IncrementalDetokenizer(engine.tokenizer)
         self._stop = False
         previous = signal.signal(signal.SIGINT, self._on_sigint)  # from here on, Ctrl-C means "stop the reply"
         t0 = time.perf_counter()
@@ -125,22 +123,11 @@ class Chat:
             except PonderError as e:
                 self.say(f"error: {e}" + ("; /reset starts a new conversation" if len(self.messages) > 1 else ""))
                 return
-            while not engine.is_finished(rid):
-                if self._stop:
-                    engine.abort(rid)
-                    break
-                for ev in engine.step():
-                    if ev.request_id != rid or (ev.finish_reason == "stop"
-                                                and is_stop_token(ev.token_id, params, engine.tokenizer.eos_ids)):
-                        continue
-                    detok.add(ev.token_id)
-                    self.out.write(detok.take())
-                    self.out.flush()
-            result = engine.pop_result(rid)
+            result = stream(engine, rid, params, self.out, lambda: self._stop)
         finally:
             signal.signal(signal.SIGINT, previous)
         wall = time.perf_counter() - t0
-        self.out.write(detok.finish(result.text) + "\n")
+        self.out.write("\n")
         self.messages = messages + [{"role": "assistant", "content": result.text}]
         self.last = result
         u = result.usage

@@ -62,23 +62,12 @@ def _cmd_generate(args) -> int:
 
 def _stream(engine, prompt, params):
     """Generate, writing the text to stdout as it becomes final; returns the result."""
-    from ponder.engine.finish import is_stop_token
-    from ponder.server.detokenize import IncrementalDetokenizer
+    from ponder.cli.stream import stream
 
-    rid = engine.add_request(prompt, params)
-    detok = IncrementalDetokenizer(engine.tokenizer, params.stop)
-    while not engine.is_finished(rid):
-        for ev in engine.step():
-            if ev.request_id != rid or (ev.finish_reason == "stop"
-                                        and is_stop_token(ev.token_id, params, engine.tokenizer.eos_ids)):
-                continue
-            detok.add(ev.token_id)
-            sys.stdout.write(detok.take())
-            sys.stdout.flush()
-    result = engine.pop_result(rid)
+    result = stream(engine, engine.add_request(prompt, params), params, sys.stdout)
     if result.error is not None:
         raise result.error
-    sys.stdout.write(detok.finish(result.text) + "\n")
+    sys.stdout.write("\n")
     return result
 
 
