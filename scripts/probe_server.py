@@ -65,6 +65,37 @@ SAMPLER = [  # the probe's reproductions: must be 200 (behaving like greedy) or 
 ]
 
 
+RAW_HTTP = [  # malformed HTTP on a raw socket: any 4xx or a closed connection is fine; a 5xx or silence is not
+    b"GARBAGE\r\n\r\n",
+    b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n{}",
+    b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n{}",
+    b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
+    b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    b"GET /" + b"a" * 100_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /health HTTP/1.1\r\nHost: x\r\nX: " + b"b" * 100_000 + b"\r\n\r\n",
+    b"GET /v1/%ff%fe HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"HEAD /v1/completions HTTP/1.1\r\nHost: x\r\n\r\n",
+]
+
+
+async def raw_http(p: "Probe", host: str, port: int, data: bytes, timeout: float) -> None:
+    try:
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(data)
+        await writer.drain()
+        head = await asyncio.wait_for(reader.read(200), timeout)
+        writer.close()
+    except asyncio.TimeoutError:
+        p._bad("http", f"HANG raw {data[:60]!r}")
+        return
+    except OSError:
+        head = b""  # the server closed the connection: fine
+    status = head.split(b" ", 2)[1] if head.startswith(b"HTTP/") else b"closed"
+    p.counts[("http", status.decode())] += 1
+    if status.startswith(b"5"):
+        p._bad("http", f"{status.decode()} raw {data[:60]!r}")
+
+
 class Probe:
     def __init__(self, url: str, key: str | None, timeout: float):
         headers = {"Authorization": f"Bearer {key}"} if key else {}
@@ -193,6 +224,10 @@ async def main() -> int:
         if worst > 1.0:
             p._bad("huge", f"/health took {worst:.1f} s while a huge prompt was handled")
     await p.send("huge", "POST", "/v1/completions", raw=b'{"prompt": "' + b"a" * (17 << 20) + b'"}', ok=(413,))
+
+    url = httpx.URL(args.url)
+    for data in RAW_HTTP:
+        await raw_http(p, url.host, url.port or 80, data, 30)
 
     if args.key:
         await p.send("auth", "POST", "/v1/completions", {"prompt": "hi"}, ok=(401,),

@@ -1,6 +1,7 @@
 """`ponder serve` over the wire: the real `openai` client and raw HTTP against a subprocess on 127.0.0.1."""
 
 import json
+import time
 
 import httpx
 import openai
@@ -432,3 +433,18 @@ def test_openai_backend_redacts_credentials_in_the_url(server, monkeypatch):
         msg = str(e.value)
         assert "***@" in msg and "pa55word-x" not in msg and "tok-abcdef-999" not in msg, msg
         assert "k-secret-77" not in msg
+
+
+def test_broken_http_framing_is_answered_without_a_traceback(server, tmp_path_factory):
+    """A chunked body that breaks mid-way gets uvicorn's 400; the app's own answer (401 here) is dropped quietly."""
+    import socket
+
+    before = open(server.log_path).read().count("Traceback")
+    for raw in (b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+                b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}"):
+        with socket.create_connection((server.host, server.port), timeout=30) as s:
+            s.sendall(raw)
+            assert s.recv(100).startswith(b"HTTP/1.1 4")
+    time.sleep(0.5)
+    assert open(server.log_path).read().count("Traceback") == before
+    assert httpx.get(server.url + "/health").status_code == 200

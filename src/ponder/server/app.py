@@ -165,8 +165,31 @@ class Server:
             log.error("unhandled error", exc_info=exc)
             return JSONResponse(api_error(exc).body(), status_code=500)
 
-        return Starlette(routes=routes, exception_handlers={HTTPException: http_error, Exception: any_error},
-                         lifespan=self._lifespan)
+        app = Starlette(routes=routes, exception_handlers={HTTPException: http_error, Exception: any_error},
+                        lifespan=self._lifespan)
+
+        async def asgi(scope, receive, send):
+            if scope["type"] != "http":
+                return await app(scope, receive, send)
+            closed = False
+
+            async def send_unless_closed(message):
+                # uvicorn answers a request whose HTTP framing breaks mid-body (a bad chunk) with its own
+                # 400 and closes it; our answer then fails inside h11.  The client has had its answer.
+                nonlocal closed
+                if closed:
+                    return
+                try:
+                    await send(message)
+                except Exception as e:
+                    if type(e).__name__ != "LocalProtocolError":
+                        raise
+                    closed = True
+                    log.info("dropped the answer to %s: the server closed the connection (%s)", scope["path"], e)
+
+            await app(scope, receive, send_unless_closed)
+
+        return asgi
 
     def _lifespan(self, app):
         server = self
@@ -610,5 +633,5 @@ class Server:
         return cut_at_stop(self.tokenizer.decode(d.ids), stop)[0]
 
 
-def create_app(engine, model_name: str | None = None, api_key: str | None = None, max_queue: int = 256) -> Starlette:
+def create_app(engine, model_name: str | None = None, api_key: str | None = None, max_queue: int = 256):
     return Server(engine, model_name, api_key, max_queue).app()
