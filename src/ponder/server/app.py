@@ -244,9 +244,7 @@ class Server:
                 raise too_big
             chunks.append(chunk)
         raw = b"".join(chunks)
-        if size < 65536:  # small bodies: a thread hop costs more than decoding
-            return protocol.decode_body(raw)
-        return await asyncio.to_thread(protocol.decode_body, raw)
+        return await _off_loop(lambda: protocol.decode_body(raw), size // 16)
 
     def _check_model(self, model) -> None:
         if model is not None and not isinstance(model, str):
@@ -357,7 +355,7 @@ class Server:
                 out["token_strs"] = [self.strings.text(t) for t in ids]
             return out
 
-        return JSONResponse(await asyncio.to_thread(work))
+        return JSONResponse(await _off_loop(work, len(text) if messages is None else _chars(messages)))
 
     async def detokenize(self, request: Request) -> Response:
         body = await self._json(request)
@@ -366,7 +364,7 @@ class Server:
         if not (isinstance(ids, list) and all(protocol.is_int(t) for t in ids)):
             raise APIError("tokens must be a list of token ids", param="tokens", code="invalid_type")
         self.engine.check_token_ids(ids, "tokens")
-        return JSONResponse({"prompt": await asyncio.to_thread(self.tokenizer.decode, ids)})
+        return JSONResponse({"prompt": await _off_loop(lambda: self.tokenizer.decode(ids), len(ids))})
 
     async def tokenizer_info(self, request: Request) -> Response:
         tok = self.tokenizer
@@ -395,7 +393,7 @@ class Server:
                     for p, i in zip(req.prompts, ids)]
             return ids, echo
 
-        ids, echo_texts = await asyncio.to_thread(work)
+        ids, echo_texts = await _off_loop(work, sum(len(p) for p in req.prompts))
         release = self._admit(len(ids))
         if req.stream:
             return self._sse(self._stream(request, req, ids, echo_texts, release), release)
@@ -412,7 +410,7 @@ class Server:
             text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=add_gen)
             return [self._prompt_ids(text, req.max_tokens != 0)]
 
-        ids = await asyncio.to_thread(work)
+        ids = await _off_loop(work, _chars(messages))
         release = self._admit(1)
         if req.stream:
             return self._sse(self._stream(request, req, ids, [""], release), release)
@@ -631,6 +629,18 @@ class Server:
     def _final_text(self, d: IncrementalDetokenizer, stop: tuple) -> str:
         """A finished sample's text, as the engine computes it: decoded, cut where a stop string starts."""
         return cut_at_stop(self.tokenizer.decode(d.ids), stop)[0]
+
+
+SMALL = 4096  # characters (or token ids) that are handled on the event loop: a thread hop costs more
+
+
+async def _off_loop(fn, size: int):
+    """fn() on a worker thread when `size` says it may take a while, else right here."""
+    return fn() if size <= SMALL else await asyncio.to_thread(fn)
+
+
+def _chars(messages: list[dict]) -> int:
+    return sum(len(m["content"]) for m in messages)
 
 
 def create_app(engine, model_name: str | None = None, api_key: str | None = None, max_queue: int = 256):
