@@ -172,6 +172,16 @@ def test_other_methods_and_routes_have_openai_bodies(serve):
             assert r.headers["allow"]
 
 
+def test_tokenize_edges(serve):
+    async def fn(c, server):
+        return [await c.post("/tokenize", json=b) for b in
+                ({"prompt": ""}, {"prompt": "", "add_special_tokens": False}, {"prompt": "the cat" * 1000})]
+
+    empty, bare, long = serve(fn)
+    assert empty.status_code == 200 and bare.json() == {"count": 0, "max_model_len": 256, "tokens": []}
+    assert long.status_code == 200 and long.json()["count"] > 256  # any length, as vLLM (lm-eval measures documents)
+
+
 def test_body_over_the_limit_is_413(serve, monkeypatch):
     from ponder.server import app
 

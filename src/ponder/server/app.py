@@ -253,7 +253,7 @@ class Server:
             raise APIError(f"the model {model!r} does not exist; this server serves {self.model_id!r}", 404,
                            param="model", code="model_not_found")
 
-    def _prompt_ids(self, prompt, generate: bool, add_bos: bool | None = None) -> list[int]:
+    def _prompt_ids(self, prompt, generate: bool) -> list[int]:
         """A prompt's token ids, validated by the engine (vocabulary; context window and KV pool: 413).
 
         Blocking: run it off the event loop.  A text is measured before it is tokenized: a token
@@ -264,7 +264,7 @@ class Server:
             limit = self.max_prompt_tokens - 1 if generate else self.max_prompt_tokens
             if len(prompt) > limit * self.max_token_chars:
                 raise self._too_long(len(prompt), limit)
-            ids = self.tokenizer.encode(prompt, add_bos=add_bos)
+            ids = self.tokenizer.encode(prompt)
         else:
             ids = prompt
         self.engine.check_prompt(ids, generate)  # the engine's own validation, before any work is queued
@@ -349,7 +349,8 @@ class Server:
 
         def work() -> dict:
             prompt = text if messages is None else self.tokenizer.apply_chat_template(messages, add_gen)
-            ids = self._prompt_ids(prompt, False, add_bos=None if add_special else False)
+            # Any length, as vLLM's /tokenize: lm-eval measures long documents with it (bounded by MAX_BODY)
+            ids = self.tokenizer.encode(prompt, add_bos=None if add_special else False)
             out = {"count": len(ids), "max_model_len": self.context_length, "tokens": ids}
             if strs:
                 out["token_strs"] = [self.strings.text(t) for t in ids]
