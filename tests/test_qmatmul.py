@@ -240,3 +240,36 @@ def test_kernels_of_each_isa_have_their_own_cache_name():
     """A kernel compiled for one instruction set is never loaded for another."""
     names = {Q.kernel(i, Q.FMT_Q4_1, 16).py_func.__qualname__ for i in ISA.available() if i != "scalar"}
     assert len(names) == len(ISA.available()) - 1
+
+
+# A back end the CPU cannot run is still compiled, for a CPU that has it, and its code checked:
+# the instructions it is written for, no wider registers than its set has.
+COMPILE_CHECKS = [("avx512_vnni", "znver4", "vpdpbusd", "zmm"),
+                  ("avx_vnni", "alderlake", "vpdpbusd", "ymm"),
+                  ("avx2", "znver3", "vpmaddubsw", "ymm")]
+
+
+@pytest.mark.parametrize("isa,cpu,instr,reg", COMPILE_CHECKS)
+def test_back_end_compiles_for_its_cpu(isa, cpu, instr, reg):
+    import llvmlite.binding as llvm
+    from llvmlite import ir
+
+    from ponder.kernels.qmm_emit import _emit_group
+
+    for fmt in (Q.FMT_Q4_1, Q.FMT_Q8_0):
+        m = ir.Module()
+        i64 = ir.IntType(64)
+        fn = ir.Function(m, ir.FunctionType(ir.VoidType(), [i64] * 11), "kern")
+        b = ir.IRBuilder(fn.append_basic_block())
+        _emit_group(b, ISA.backend(isa), fmt, 16, *fn.args)
+        b.ret_void()
+        mod = llvm.parse_assembly(str(m))
+        mod.verify()
+        tm = llvm.Target.from_triple("x86_64-unknown-linux-gnu").create_target_machine(cpu=cpu, opt=2)
+        asm = tm.emit_assembly(mod)
+        assert instr in asm
+        assert reg in asm
+        if reg == "ymm":
+            assert "zmm" not in asm
+        if isa == "avx_vnni":
+            assert "{vex}\tvpdpbusd" in asm   # the VEX form of Intel client chips, not AVX-512's

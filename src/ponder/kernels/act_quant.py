@@ -42,8 +42,10 @@ def _round_half_away(v):
     return r if v >= 0 else -r
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _quantize_token(x, qh, ql, dx, dxs, sx, t, wide):
+    """Token t of x into (qh, ql) halves (wide) or int8 qh; a function, not inlined into its
+    four callers, so that it is compiled once."""
     K = x.shape[1]
     qmax = np.int32(Q16_MAX) if wide else np.int32(Q8_MAX)
     for k in range(K // QK):

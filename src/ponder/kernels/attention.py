@@ -172,17 +172,35 @@ def _fold_ir_template(qa, sa, R, kt, v, cnt, scale):
     _FOLD(qa, sa, R, kt, v, cnt, scale)  # noqa: F821
 
 
-# _USE_IR (a compile-time constant; Numba prunes the IR branch when it is False) and
+@njit(cache=True)
+def _ascending(cost):
+    """Indices that sort cost ascending (a Shell sort: np.argsort cost seconds of compilation)."""
+    n = len(cost)
+    order = np.empty(n, np.int64)
+    for i in range(n):
+        order[i] = i
+    gap = n // 2
+    while gap > 0:
+        for i in range(gap, n):
+            v = order[i]
+            j = i
+            while j >= gap and cost[order[j - gap]] > cost[v]:
+                order[j] = order[j - gap]
+                j -= gap
+            order[j] = v
+        gap //= 2
+    return order
+
+
+# _USE_IR (a compile-time constant: Numba compiles only the branch it selects) and
 # _FOLD_IR are globals of each generated copy (see _driver).
 def _paged_attention_template(q, k_pool, v_pool, block_tables, token_row, context_len, scale, out,
-                              group_start, group_tokens, group_shared, scalar):
+                              group_start, group_tokens, group_shared):
     heads, d = q.shape[1], q.shape[2]
     kv_heads, bs = k_pool.shape[1], k_pool.shape[3]
     G = heads // kv_heads
     n_groups = len(group_start) - 1
     n_jobs = n_groups * kv_heads
-    use_ir = (not scalar and k_pool.strides[3] == 4 and k_pool.strides[2] == 4 * bs
-              and v_pool.strides[3] == 4 and v_pool.strides[2] == 4 * d)
     sf = d + 3 * bs
     # jobs (group, kv head), costliest first, taken dynamically by the threads
     cost = np.empty(n_jobs, np.int64)
@@ -195,7 +213,7 @@ def _paged_attention_template(q, k_pool, v_pool, block_tables, token_row, contex
         for kvh in range(kv_heads):
             cost[g * kv_heads + kvh] = -c
         max_rows = max(max_rows, nt * G)
-    order = np.argsort(cost)
+    order = _ascending(cost)
     counter = np.zeros(8, np.int64)  # the job queue's head
     # More workers than threads is harmless (a worker that finds the queue empty does
     # nothing); asking numba for the thread count would make this uncacheable.  The
@@ -226,7 +244,7 @@ def _paged_attention_template(q, k_pool, v_pool, block_tables, token_row, contex
             first_table = block_tables[token_row[group_tokens[g0]]]
             for b in range(group_shared[g]):  # shared blocks: block-major, each loaded once
                 blk = np.int64(first_table[b])
-                if _USE_IR and use_ir:  # noqa: F821
+                if _USE_IR:  # noqa: F821
                     _FOLD_IR(qa, sa, nt * G, _kv_addr(k_pool, blk, kvh), _kv_addr(v_pool, blk, kvh),  # noqa: F821
                              bs, scale)
                 else:
@@ -240,7 +258,7 @@ def _paged_attention_template(q, k_pool, v_pool, block_tables, token_row, contex
                 for b in range(group_shared[g], nb):
                     blk = np.int64(table[b])
                     cnt = min(bs, ctx - b * bs)
-                    if _USE_IR and use_ir:  # noqa: F821
+                    if _USE_IR:  # noqa: F821
                         _FOLD_IR(qa + 4 * q0, sa + 4 * s0, G, _kv_addr(k_pool, blk, kvh),  # noqa: F821
                                  _kv_addr(v_pool, blk, kvh), cnt, scale)
                     else:
@@ -268,19 +286,19 @@ def _instantiate(template, name, parallel, **consts):
 
 _SOURCES = ("attention.py", "attention_emit.py", "llvm_ir.py")
 _DRIVERS: dict = {}
-_RESOLVED: dict = {}   # (isa argument, d, bs) -> driver
+_RESOLVED: dict = {}   # (isa argument, d, bs, scalar) -> driver
 
 
 def _driver(be, d: int, bs: int):
-    """The compiled attention for a back end's attention tiles and a shape, made on first use.
-    Back ends with the same tiles share it; its name carries them and a hash of the sources,
-    so Numba's on-disk cache never returns one generated for other tiles or older code."""
-    use_ir = be is not None and attention_emit.supports(be, d, bs)
-    tiles = (be.ATT_QT, be.ATT_PT, be.ATT_VW) if use_ir else None
-    key = (tiles, d, bs) if use_ir else None
+    """The compiled attention for a back end's attention tiles and a shape (be None: the scalar
+    fold), made on first use.  Back ends with the same tiles share it; its name carries them and
+    a hash of the sources, so Numba's on-disk cache never returns one generated for other tiles
+    or older code."""
+    tiles = (be.ATT_QT, be.ATT_PT, be.ATT_VW) if be is not None else None
+    key = (tiles, d, bs) if be is not None else None
     if key not in _DRIVERS:
         h = hashlib.sha256(b"".join((_HERE / s).read_bytes() for s in _SOURCES)).hexdigest()[:10]
-        if use_ir:
+        if be is not None:
             tag = f"qt{tiles[0]}_pt{tiles[1]}_vw{tiles[2]}_d{d}_bs{bs}_{h}"
             fold = _instantiate(_fold_ir_template, f"attention_fold_{tag}", False,
                                 _FOLD=attention_emit.make_fold(be, d, bs))
@@ -312,14 +330,18 @@ def paged_attention(q, k_pool, v_pool, block_tables, token_row, context_len, sca
     end (default: this process's).
     """
     d, bs = q.shape[2], k_pool.shape[3]
-    key = (isa, d, bs)
+    key = (isa, d, bs, scalar)
     drv = _RESOLVED.get(key)
     if drv is None:  # once per shape: this runs once per layer and step
         if bs & (bs - 1):
             raise ValueError("block size must be a power of two")
-        drv = _RESOLVED[key] = _driver(isa_mod.backend(isa or isa_mod.current()), d, bs)
-    drv(q, k_pool, v_pool, block_tables, token_row, context_len, scale, out,
-        group_start, group_tokens, group_shared, scalar)
+        be = None if scalar or not uses_ir(d, bs, isa) else isa_mod.backend(isa or isa_mod.current())
+        drv = _RESOLVED[key] = _driver(be, d, bs)
+    if not (k_pool.strides[3] == 4 and k_pool.strides[2] == 4 * bs and v_pool.strides[3] == 4
+            and v_pool.strides[2] == 4 * d):   # the IR reads whole rows of a block
+        drv = _driver(None, d, bs)
+    drv(q, k_pool, v_pool, block_tables, token_row, context_len, scale, out, group_start, group_tokens, group_shared)
+
 
 def singleton_groups(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every token its own group: the plain paged attention."""
