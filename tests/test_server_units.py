@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from ponder.server import protocol
-from ponder.server.detokenize import IncrementalDetokenizer, TokenStrings, token_offsets
+from ponder.loading.detokenize import IncrementalDetokenizer, TokenStrings, token_offsets
 from ponder.server.protocol import APIError
 
 

@@ -16,7 +16,7 @@ def stream(engine, rid: int, params, out, should_stop: Callable[[], bool] | None
     should_stop() is asked before each step: True aborts the request (Ctrl-C in chat).
     """
     from ponder.engine.finish import is_stop_token
-    from ponder.server.detokenize import IncrementalDetokenizer
+    from ponder.loading.detokenize import IncrementalDetokenizer
 
     detok = IncrementalDetokenizer(engine.tokenizer, params.stop)
     eos = engine.tokenizer.eos_ids

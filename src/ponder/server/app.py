@@ -31,7 +31,7 @@ from starlette.routing import Route
 from ponder.engine.finish import cut_at_stop, is_stop_token, shown
 from ponder.errors import ContextLengthError
 from ponder.server import metrics, protocol
-from ponder.server.detokenize import IncrementalDetokenizer, TokenStrings, token_offsets
+from ponder.loading.detokenize import IncrementalDetokenizer, TokenStrings, token_offsets
 from ponder.server.engine_loop import EngineLoop, Job
 from ponder.server.protocol import APIError, api_error
 
