@@ -10,6 +10,7 @@ from ponder.errors import InvalidParameterError
 from ponder.strategies import STRATEGIES, EngineBackend, Judge, Options, derive_seed, make_strategy
 from ponder.strategies.voting import leader_confidence, majority, pass_at_k, pass_at_k_table, weighted_vote
 from ponder.tasks import load_problems, messages
+from strategy_runs import solve
 
 
 @pytest.fixture(scope="module")
@@ -22,36 +23,26 @@ def problem():
     return load_problems("arithmetic", difficulty=1, count=1)[0][0]
 
 
-def _solve(backend, problem, name, **opts):
-    # the tiny model's context (256 tokens) has no room for self-verify's worked checks
-    strat = make_strategy(name, Options(**{"samples": 4, "max_tokens": 12, "check_exemplars": 0, **opts}))
-    prompt = backend.encode_chat(messages(problem))
-    before = backend.usage
-    out = strat.solve(backend, prompt, Judge(problem), derive_seed(0, problem.id))
-    out.usage = backend.usage - before
-    return out
-
-
 @pytest.mark.parametrize("name", list(STRATEGIES))
 def test_each_strategy_runs_and_accounts(tiny_backend, problem, name):
-    out = _solve(tiny_backend, problem, name)
+    out = solve(tiny_backend, problem, name)
     assert out.attempts and 0.0 <= out.score <= 1.0
     assert sum(a.selected for a in out.attempts) <= 1
     assert out.usage.generated_tokens > 0 and out.usage.requests >= 1
     assert out.usage.generated_tokens >= sum(a.generated_tokens for a in out.attempts if a.selected)
     assert out.coverage == any(a.correct for a in out.attempts)
-    again = _solve(tiny_backend, problem, name)  # seeded: the same problem gives the same samples
+    again = solve(tiny_backend, problem, name)  # seeded: the same problem gives the same samples
     assert [a.token_ids for a in again.attempts] == [a.token_ids for a in out.attempts]
 
 
 def test_greedy_matches_the_engine(tiny_backend, problem):
-    out = _solve(tiny_backend, problem, "greedy")
+    out = solve(tiny_backend, problem, "greedy")
     ref = tiny_backend.engine.generate(messages(problem), SamplingParams(temperature=0, max_tokens=12))[0]
     assert out.attempts[0].text == ref.text
 
 
 def test_samples_fork_from_one_prefill(tiny_backend, problem):
-    out = _solve(tiny_backend, problem, "sample", samples=6)
+    out = solve(tiny_backend, problem, "sample", samples=6)
     assert len(out.attempts) == 6 and out.usage.requests == 1
     prompt_len = len(tiny_backend.encode_chat(messages(problem)))
     assert out.usage.forked_tokens == 5 * prompt_len
@@ -60,7 +51,7 @@ def test_samples_fork_from_one_prefill(tiny_backend, problem):
 
 def test_short_m_at_k_lockstep_equals_uninterrupted_samples(tiny_backend, problem):
     """Continuing a sample round by round draws exactly the tokens of one long request."""
-    out = _solve(tiny_backend, problem, "short-m@k", samples=3, m=3, chunk=3, max_tokens=10)
+    out = solve(tiny_backend, problem, "short-m@k", samples=3, m=3, chunk=3, max_tokens=10)
     prompt = tiny_backend.encode_chat(messages(problem))
     seed = derive_seed(0, problem.id)
     for a in out.attempts:
@@ -73,17 +64,17 @@ def test_short_m_at_k_lockstep_equals_uninterrupted_samples(tiny_backend, proble
 
 
 def test_adaptive_majority_stops_when_decided(tiny_backend, problem):
-    eager = _solve(tiny_backend, problem, "adaptive-majority", samples=8, batch=2, confidence=0.0)
+    eager = solve(tiny_backend, problem, "adaptive-majority", samples=8, batch=2, confidence=0.0)
     assert len(eager.attempts) == 2 and eager.info["stopped_early"]
-    full = _solve(tiny_backend, problem, "adaptive-majority", samples=6, batch=2, confidence=1.0)
+    full = solve(tiny_backend, problem, "adaptive-majority", samples=6, batch=2, confidence=1.0)
     votes = Counter(a.answer for a in full.attempts if a.answer is not None).most_common(2) + [(None, 0)] * 2
     assert len(full.attempts) == 6 or votes[0][1] - votes[1][1] > 6 - len(full.attempts)
 
 
 def test_adaptive_rounds_are_a_prefix_of_majority(tiny_backend, problem):
     """Round r draws samples r*batch.. of the same seed: the same tokens majority@N draws."""
-    maj = _solve(tiny_backend, problem, "majority", samples=6)
-    ada = _solve(tiny_backend, problem, "adaptive-majority", samples=6, batch=2, confidence=1.0)
+    maj = solve(tiny_backend, problem, "majority", samples=6)
+    ada = solve(tiny_backend, problem, "adaptive-majority", samples=6, batch=2, confidence=1.0)
     assert [a.token_ids for a in ada.attempts] == [a.token_ids for a in maj.attempts[:len(ada.attempts)]]
 
 
@@ -96,13 +87,13 @@ def test_decided_rule():
 
 
 def test_best_of_n_selectors(tiny_backend, problem):
-    lp = _solve(tiny_backend, problem, "best-of-n", select="logprob")
+    lp = solve(tiny_backend, problem, "best-of-n", select="logprob")
     chosen = next(a for a in lp.attempts if a.selected)
     assert chosen.mean_logprob == max(a.mean_logprob for a in lp.attempts)
-    oracle = _solve(tiny_backend, problem, "best-of-n", select="oracle")
+    oracle = solve(tiny_backend, problem, "best-of-n", select="oracle")
     assert oracle.score == float(oracle.coverage)
     # weighted: the chosen answer has the largest exp(mean logprob) total over distinct paths
-    weighted = _solve(tiny_backend, problem, "best-of-n", select="weighted", samples=8, max_tokens=16)
+    weighted = solve(tiny_backend, problem, "best-of-n", select="weighted", samples=8, max_tokens=16)
     judge, seen, totals = Judge(problem), set(), {}
     for a in weighted.attempts:
         key = judge.key(a.answer) if tuple(a.token_ids) not in seen else None
@@ -119,7 +110,7 @@ def test_best_of_n_selectors(tiny_backend, problem):
 
 
 def test_beam_rejects_early_and_takes_a_user_scorer(tiny_backend, problem):
-    out = _solve(tiny_backend, problem, "beam", beam_width=2, expand=6, probe_tokens=2, step_tokens=5,
+    out = solve(tiny_backend, problem, "beam", beam_width=2, expand=6, probe_tokens=2, step_tokens=5,
                  max_steps=2, keep=0.5, temperature=1.5)
     assert out.info["rejected_early"] > 0
     scores = [a.info["score"] for a in out.attempts]
@@ -130,7 +121,7 @@ def test_beam_rejects_early_and_takes_a_user_scorer(tiny_backend, problem):
         seen.append(question)
         return -len(partial)
 
-    out = _solve(tiny_backend, problem, "beam", beam_width=1, expand=2, probe_tokens=2, step_tokens=4, max_steps=2,
+    out = solve(tiny_backend, problem, "beam", beam_width=1, expand=2, probe_tokens=2, step_tokens=4, max_steps=2,
                  scorer=shortest)
     assert seen and seen[0] == problem.question
     assert out.attempts[0].info["score"] == -len(out.attempts[0].text)

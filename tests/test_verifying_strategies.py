@@ -8,10 +8,11 @@ import pytest
 
 from ponder import Engine
 from ponder.errors import InvalidParameterError
-from ponder.strategies import EngineBackend, Judge, Options, derive_seed, make_strategy
+from ponder.strategies import EngineBackend, Options, make_strategy
 from ponder.strategies.smc import systematic_resample
 from ponder.strategies.tool_loop import ToolBackend
-from ponder.tasks import load_problems, messages
+from ponder.tasks import load_problems
+from strategy_runs import solve
 from ponder.tools import get_tools
 
 
@@ -20,27 +21,18 @@ def tiny(tiny_llama):
     return EngineBackend(Engine.from_pretrained(str(tiny_llama[2])))
 
 
-def _solve(backend, problem, name, **opts):
-    strat = make_strategy(name, Options(**{"samples": 4, "max_tokens": 12, "check_exemplars": 0, **opts}))
-    prompt = backend.encode_chat(messages(problem))
-    before = backend.usage
-    out = strat.solve(backend, prompt, Judge(problem), derive_seed(0, problem.id))
-    out.usage = backend.usage - before
-    return out
-
-
 @pytest.fixture(scope="module")
 def problem():
     return load_problems("arithmetic", difficulty=1, count=1)[0][0]
 
 
 def test_self_verify_checks_each_distinct_answer_once(tiny, problem):
-    out = _solve(tiny, problem, "self-verify")
+    out = solve(tiny, problem, "self-verify")
     answers = {a.answer for a in out.attempts if a.answer is not None}
     assert set(out.info["checks"]) == answers
     assert out.usage.requests == 1 + len(answers)  # the samples, then one check per distinct answer (one batch)
     assert all("confirmed" in a.info for a in out.attempts if a.answer is not None)
-    again = _solve(tiny, problem, "self-verify")
+    again = solve(tiny, problem, "self-verify")
     assert again.info == out.info and [a.token_ids for a in again.attempts] == [a.token_ids for a in out.attempts]
 
 
@@ -64,10 +56,10 @@ def test_systematic_resampling_is_seeded_and_proportional():
 def test_smc_runs_replays_and_shares_prefixes(tiny, problem, potential):
     backend = ToolBackend(tiny, get_tools("calc")) if potential == "tool" else tiny
     opts = dict(samples=4, max_tokens=16, step_tokens=4, max_steps=4, potential=potential, beta=5.0)
-    out = _solve(backend, problem, "smc", **opts)
+    out = solve(backend, problem, "smc", **opts)
     assert len(out.attempts) == 4 and out.info["steps"] >= 2
     assert out.usage.generated_tokens > 0
-    again = _solve(backend, problem, "smc", **opts)
+    again = solve(backend, problem, "smc", **opts)
     assert [a.token_ids for a in again.attempts] == [a.token_ids for a in out.attempts]
     assert out.info == again.info
     # the continuations find their prefixes in the cache: resampled copies recompute nothing
@@ -76,9 +68,9 @@ def test_smc_runs_replays_and_shares_prefixes(tiny, problem, potential):
 
 def test_smc_verifier_potential_needs_a_verifier_suite(tiny, problem):
     with pytest.raises(InvalidParameterError, match="--potential verifier needs"):
-        _solve(tiny, problem, "smc", potential="verifier")
+        solve(tiny, problem, "smc", potential="verifier")
     p = load_problems("numbers", difficulty=1, count=1)[0][0]
-    out = _solve(tiny, p, "smc", potential="verifier", step_tokens=4, max_steps=3, max_tokens=12)
+    out = solve(tiny, p, "smc", potential="verifier", step_tokens=4, max_steps=3, max_tokens=12)
     assert len(out.attempts) == 4
     with pytest.raises(InvalidParameterError, match="unknown potential"):
         make_strategy("smc", Options(potential="vibes"))

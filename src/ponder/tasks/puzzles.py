@@ -82,33 +82,44 @@ def _safe(group) -> bool:
     return all(i in guards or not (guards - {i}) for r, i in group if r == "c")
 
 
-@functools.lru_cache(maxsize=None)
-def river_solution(n: int, k: int) -> tuple[tuple[tuple[str, int], ...], ...] | None:
-    everyone = frozenset((r, i) for i in range(1, n + 1) for r in "cg")
-    start, goal = (everyone, 0), (frozenset(), 1)
+def _shortest_moves(start, goal, moves):
+    """The shortest list of moves from start to goal (breadth-first), or None if there is none.
+    `moves(state)` yields (move, next_state) pairs; the first path found to a state is kept, so the
+    answer is the same on every run."""
     prev = {start: None}
     q = deque([start])
     while q:
-        left, side = state = q.popleft()
-        if state == goal:
+        s = q.popleft()
+        if s == goal:
             break
-        here = left if side == 0 else everyone - left
-        for size in range(1, k + 1):
-            for boat in combinations(sorted(here), size):
-                b = frozenset(boat)
-                new_left = left - b if side == 0 else left | b
-                nxt = (new_left, 1 - side)
-                if nxt in prev or not (_safe(b) and _safe(new_left) and _safe(everyone - new_left)):
-                    continue
-                prev[nxt] = (state, boat)
+        for mv, nxt in moves(s):
+            if nxt not in prev:
+                prev[nxt] = (s, mv)
                 q.append(nxt)
     if goal not in prev:
         return None
     path, s = [], goal
     while prev[s] is not None:
-        s, boat = prev[s]
-        path.append(boat)
+        s, mv = prev[s]
+        path.append(mv)
     return tuple(reversed(path))
+
+
+@functools.lru_cache(maxsize=None)
+def river_solution(n: int, k: int) -> tuple[tuple[tuple[str, int], ...], ...] | None:
+    everyone = frozenset((r, i) for i in range(1, n + 1) for r in "cg")
+
+    def moves(state):
+        left, side = state
+        here = left if side == 0 else everyone - left
+        for size in range(1, k + 1):
+            for boat in combinations(sorted(here), size):
+                b = frozenset(boat)
+                new_left = left - b if side == 0 else left | b
+                if _safe(b) and _safe(new_left) and _safe(everyone - new_left):
+                    yield boat, (new_left, 1 - side)
+
+    return _shortest_moves((everyone, 0), (frozenset(), 1), moves)
 
 
 def _people(line: str) -> list[tuple[str, int]]:
@@ -167,29 +178,17 @@ def _freeze(stacks):
 
 @functools.lru_cache(maxsize=4096)
 def blocks_solution(initial, goal) -> tuple[tuple[str, int, int], ...]:
-    prev = {initial: None}
-    q = deque([initial])
-    while q:
-        s = q.popleft()
-        if s == goal:
-            break
+    def moves(s):
         for i, src in enumerate(s):
             if not src:
                 continue
             for j in range(len(s)):
-                if i == j:
-                    continue
-                t = [list(x) for x in s]
-                t[j].append(t[i].pop())
-                nxt = _freeze(t)
-                if nxt not in prev:
-                    prev[nxt] = (s, (src[-1], i + 1, j + 1))
-                    q.append(nxt)
-    path, s = [], goal
-    while prev[s] is not None:
-        s, mv = prev[s]
-        path.append(mv)
-    return tuple(reversed(path))
+                if i != j:
+                    t = [list(x) for x in s]
+                    t[j].append(t[i].pop())
+                    yield (src[-1], i + 1, j + 1), _freeze(t)
+
+    return _shortest_moves(initial, goal, moves)
 
 
 @verifier("blocks")
@@ -257,27 +256,15 @@ def _legal(board, a, b) -> str | None:
 
 @functools.lru_cache(maxsize=None)
 def checkers_solution(n: int) -> tuple[tuple[int, int], ...]:
-    start, goal = tuple(_board(n)), tuple(["B"] * n + ["_"] + ["R"] * n)
-    prev = {start: None}
-    q = deque([start])
-    while q:
-        s = q.popleft()
-        if s == goal:
-            break
+    def moves(s):
         for a in range(len(s)):
             for b in (a - 2, a - 1, a + 1, a + 2):
                 if _legal(s, a, b) is None:
                     t = list(s)
                     t[a], t[b] = "_", t[a]
-                    nxt = tuple(t)
-                    if nxt not in prev:
-                        prev[nxt] = (s, (a + 1, b + 1))
-                        q.append(nxt)
-    path, s = [], goal
-    while prev[s] is not None:
-        s, mv = prev[s]
-        path.append(mv)
-    return tuple(reversed(path))
+                    yield (a + 1, b + 1), tuple(t)
+
+    return _shortest_moves(tuple(_board(n)), tuple(["B"] * n + ["_"] + ["R"] * n), moves)
 
 
 @verifier("checkers")
