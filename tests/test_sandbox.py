@@ -152,3 +152,13 @@ def test_python_tool_errors_and_timeouts_are_results_not_exceptions():
     assert not res.ok and res.error == "ZeroDivisionError: division by zero" and "ZeroDivisionError" in res.output
     res = tool.run(ToolCall("python", "while True: pass"))
     assert not res.ok and res.error == "timed out" and "timed out after 1.5 s" in res.output
+
+
+def test_programs_that_cannot_be_passed_are_refused_not_raised():
+    # the bound is on UTF-8 bytes: 40,000 two-byte characters pass a character count but not the
+    # kernel's 128 KiB limit on one argument
+    wide = run_python('s = "' + "é" * 40_000 + '"\nprint(len(s))')
+    assert wide.returncode == 1 and "longer than" in wide.output
+    surrogate = run_python('print("\ud800")')
+    assert surrogate.returncode == 1 and "lone surrogate" in surrogate.output
+    assert run_python("print(1)\0").output.startswith("refused: NUL byte")

@@ -167,14 +167,27 @@ def _interpreter() -> str:
     return os.path.realpath(sys.executable)
 
 
-MAX_CODE_CHARS = 64_000
+# The program travels as one argv string, and Linux caps one argument at 128 KiB (MAX_ARG_STRLEN):
+# the bound is on its UTF-8 bytes, well below that.
+MAX_CODE_BYTES = 64_000
+
+
+def _unrunnable(code: str) -> str | None:
+    """Why `code` cannot be handed to the child as an argument, or None."""
+    if "\0" in code:
+        return "NUL byte in the program"
+    try:
+        size = len(code.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "the program is not valid Unicode (a lone surrogate)"
+    return f"program longer than {MAX_CODE_BYTES} bytes" if size > MAX_CODE_BYTES else None
 
 
 def run_python(code: str, limits: Limits = Limits()) -> SandboxResult:
     """Run `code` in a fresh sandboxed interpreter and return its (capped) output."""
     t0 = time.perf_counter()
-    if len(code) > MAX_CODE_CHARS or "\0" in code:
-        why = f"program longer than {MAX_CODE_CHARS} characters" if "\0" not in code else "NUL byte in the program"
+    why = _unrunnable(code)
+    if why:
         return SandboxResult(f"refused: {why}\n", 1, False, False, 0.0)
     tmp = tempfile.mkdtemp(prefix="ponder-py-")  # ponder's own: the output file (and the work folder without namespaces)
     try:
