@@ -242,3 +242,28 @@ def test_a_run_killed_by_sigkill_shows_as_interrupted_and_resumes(tiny_llama, tm
     assert code == 0, err
     with RunStore(path) as store:
         assert store.run(1)["status"] == "done" and store.done_indices(1) == {0, 1, 2, 3}
+
+
+def test_compile_time_is_kept_apart_from_the_speed(tmp_path):
+    """The first run on a machine compiles kernels: the summary shows that time in the wall column
+    and leaves it out of tokens/s."""
+    import io
+
+    from rich.console import Console
+
+    from ponder.report import summary_table
+
+    probs, _ = load_problems("arithmetic", count=2)
+    with RunStore(str(tmp_path / "runs.sqlite")) as store:
+        rid = store.create_run({"suite": "arithmetic", "difficulty": 1, "strategy": "greedy", "options": {}}, {"name": "tiny", "sha256": "ab" * 32}, "0.1.0", 2)
+        first = _outcome(True)
+        first.info["compile_s"] = 3.0
+        store.record(rid, 0, probs[0], first, 4.0)   # 1 s of decoding, 3 s of compiling
+        store.record(rid, 1, probs[1], _outcome(True), 1.0)
+        summary = store.summary(rid)
+    assert summary["wall_s"] == 5.0 and summary["compile_s"] == 3.0
+    out = io.StringIO()
+    Console(file=out, width=250).print(summary_table([summary]))
+    text = out.getvalue()
+    assert "5.0s (3s compiling)" in text
+    assert "6.0" in text.split("compiling)")[1]   # 12 generated tokens in 2 s, not in 5 s

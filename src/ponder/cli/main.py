@@ -175,16 +175,16 @@ def _cmd_run(args) -> int:
 
         from ponder.cli import compile_notice
 
-        compiled_before = compile_notice.install().seconds
+        notice = compile_notice.install()
 
         def on_progress(done, total, stats):
             acc = f"{100 * stats['score'] / done:.1f}%" if done else "-"
-            wall = stats["wall"] - (compile_notice.install().seconds - compiled_before)  # not the compile time
-            tps = f"{stats['generated'] / wall:.1f}" if wall > 0 else "-"
+            tps = f"{stats['generated'] / stats['wall']:.1f}" if stats["wall"] > 0 else "-"  # compiling left out
             progress.update(task, completed=done, total=total, acc=acc, tps=tps)
 
         try:
-            run_id = execute(config, backend, store, run_id=args.resume, on_progress=on_progress)
+            run_id = execute(config, backend, store, run_id=args.resume, on_progress=on_progress,
+                             compile_clock=lambda: notice.seconds)
         except Interrupted as e:
             progress.stop()
             err.print(f"ponder: {e}", highlight=False)

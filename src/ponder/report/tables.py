@@ -31,8 +31,11 @@ def summary_table(summaries: list[dict], title: str = "results") -> Table:
     for s in summaries:
         done = s["done"] or 0
         wall = s["wall_s"] or 0.0
+        compiling = min(wall, s.get("compile_s") or 0.0)  # the first run on a machine compiles kernels
+        running = wall - compiling
+        wall_text = f"{wall:.1f}s" + (f" ({compiling:.0f}s compiling)" if compiling >= 0.5 else "")
         t.add_row(str(s["id"]), task_label(s), run_label(s), f"{done}/{s['n_problems']}", _pct(s["accuracy"]),
                   _pct(s["coverage"]), str(s["generated_tokens"]),
                   f"{s['generated_tokens'] / done:.1f}" if done else "-", str(s.get("tool_tokens") or 0),
-                  str(s["saved_tokens"]), f"{wall:.1f}s", f"{s['generated_tokens'] / wall:.1f}" if wall else "-")
+                  str(s["saved_tokens"]), wall_text, f"{s['generated_tokens'] / running:.1f}" if running > 0 else "-")
     return t

@@ -117,8 +117,14 @@ def with_tools(config: RunConfig, backend: Backend) -> Backend:
     return ToolBackend(backend, get_tools(config.tools)) if config.tools else backend
 
 
-def execute(config: RunConfig, backend: Backend, store, run_id: int | None = None, on_progress=None) -> int:
-    """Run (or continue) a run; returns its id.  on_progress(done, total, stats) after each problem."""
+def execute(config: RunConfig, backend: Backend, store, run_id: int | None = None, on_progress=None,
+            compile_clock=None) -> int:
+    """Run (or continue) a run; returns its id.  on_progress(done, total, stats) after each problem.
+
+    compile_clock: a function giving the seconds this process has spent compiling kernels so far
+    (the first run on a machine compiles them).  A problem's compile time is recorded apart
+    (info["compile_s"]) so that speeds leave it out; stats["wall"] is the time without it.
+    """
     problems, _, strategy = prepare(config)
     shots = shots_of(config, problems)
     backend = with_tools(config, backend)
@@ -130,7 +136,7 @@ def execute(config: RunConfig, backend: Backend, store, run_id: int | None = Non
         store.claim(run_id)
     checker = get_checker(config.checker) if config.checker else None
     done = store.done_indices(run_id)
-    stats = {"score": 0.0, "generated": 0, "wall": 0.0}
+    stats = {"score": 0.0, "generated": 0, "wall": 0.0, "compile": 0.0}
     for p in store.problems(run_id):
         stats["score"] += p["score"]
         stats["generated"] += p["generated_tokens"]
@@ -141,16 +147,21 @@ def execute(config: RunConfig, backend: Backend, store, run_id: int | None = Non
             if idx in done:
                 continue
             t0 = time.perf_counter()
+            compiled0 = compile_clock() if compile_clock else 0.0
             before = backend.usage
             prompt_ids = backend.encode_chat(chat(config, problem, shots))
             outcome = strategy.solve(backend, prompt_ids, Judge(problem, checker), derive_seed(config.seed, problem.id))
             outcome.usage = backend.usage - before
             wall = time.perf_counter() - t0
+            compiling = min(wall, compile_clock() - compiled0) if compile_clock else 0.0
+            if compiling > 0:
+                outcome.info["compile_s"] = round(compiling, 3)
             store.record(run_id, idx, problem, outcome, wall)
             done.add(idx)
             stats["score"] += outcome.score
             stats["generated"] += outcome.usage.generated_tokens
-            stats["wall"] += wall
+            stats["wall"] += wall - compiling
+            stats["compile"] += compiling
             if on_progress:
                 on_progress(len(done), len(problems), stats)
     except KeyboardInterrupt:

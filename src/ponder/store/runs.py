@@ -281,7 +281,8 @@ class RunStore:
 
     @_guarded
     def summary(self, run_id: int) -> dict:
-        """The run and its totals: accuracy, coverage, tokens, reuse, wall time."""
+        """The run and its totals: accuracy, coverage, tokens, reuse, wall time (and the part of it
+        spent compiling kernels, compile_s)."""
         run = self.run(run_id)
         self.problems(run_id)  # the totals are only as good as the rows: a damaged one fails here
         row = self.db.execute(
@@ -290,7 +291,8 @@ class RunStore:
             "COALESCE(SUM(cached_tokens), 0) AS cached_tokens, COALESCE(SUM(forked_tokens), 0) AS forked_tokens, "
             "COALESCE(SUM(n_samples), 0) AS samples, COALESCE(SUM(wall_s), 0) AS wall_s, "
             "COALESCE(SUM(json_extract(info, '$.tool_tokens')), 0) AS tool_tokens, "
-            "COALESCE(SUM(json_extract(info, '$.tool_calls')), 0) AS tool_calls "
+            "COALESCE(SUM(json_extract(info, '$.tool_calls')), 0) AS tool_calls, "
+            "COALESCE(SUM(json_extract(info, '$.compile_s')), 0) AS compile_s "
             "FROM problems WHERE run_id = ?", (run_id,)).fetchone()
         run.update(dict(row))
         run["saved_tokens"] = run["cached_tokens"] + run["forked_tokens"]
