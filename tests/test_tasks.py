@@ -21,6 +21,23 @@ def test_suites_are_reproducible_and_prefix_stable():
         assert len({p.id for p in a}) == 20
 
 
+@pytest.mark.parametrize("suite", ["arithmetic", "words"])
+def test_worked_solutions_are_calc_expressions_whose_value_is_the_answer(suite):
+    """Every problem's worked solution ("expression = value", shown by --shots with calc) is right: calc
+    computes its expression to exactly the value written, and that value is the reference."""
+    from ponder.tools.calc import evaluate, format_value
+
+    checker = get_checker("number")
+    for d in (1, 2, 3, 4):
+        for fmt in ("plain", "commas"):
+            for p in load_problems(suite, difficulty=d, count=48, seed=5, number_format=fmt)[0]:
+                expr, _, value = p.solution.rpartition(" = ")
+                assert format_value(evaluate(expr)) == value, p
+                assert checker.correct(value, p.answer), p
+    digits, _ = load_problems("arithmetic", difficulty=3, count=64, categories=["digit", "place"])
+    assert any("// 100 % 10" in p.solution for p in digits)  # the digit worth 10^2, as calc computes it
+
+
 def test_arithmetic_covers_operations_and_representations():
     probs, _ = load_problems("arithmetic", difficulty=2, count=64)
     cats = {p.category for p in probs}

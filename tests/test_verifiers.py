@@ -141,7 +141,14 @@ def test_shots_are_disjoint_and_from_the_suite():
     msgs = messages(probs[0], "direct", shots)
     assert [m["role"] for m in msgs] == ["user", "assistant"] * 4 + ["user"]
     assert msgs[1]["content"] == shots[0].answer
+    worked = messages(probs[0], "direct", shots, worked=True)  # a run with calc: the shots' worked solutions
+    assert [m["content"] for m in worked[1::2]] == [s.solution for s in shots]
+    assert worked[1]["content"].endswith(f" = {shots[0].answer}") and worked[-1] == msgs[-1]
+    assert messages(probs[0], "steps", shots, worked=True)[1]["content"] == \
+        f"{shots[0].solution}\nThe answer is {shots[0].answer}."
     pz, _ = load_problems("puzzles", difficulty=1, count=4)
     assert load_shots("puzzles", 2, difficulty=1, exclude=pz)[0].answer_form == "moves"
+    assert messages(pz[0], "direct", load_shots("puzzles", 1, difficulty=1, exclude=pz), worked=True)[1]["content"] \
+        == load_shots("puzzles", 1, difficulty=1, exclude=pz)[0].answer  # no worked solution: the reference
     with pytest.raises(InvalidParameterError, match="procedural suite"):
         load_shots("data.jsonl", 2)

@@ -130,7 +130,7 @@ def _run_config(args):
     options = Options(**given).to_dict()
     return RunConfig(suite=args.suite, difficulty=args.difficulty, problems=args.problems, strategy=args.strategy,
                      seed=args.seed, model=args.model, number_format=args.number_format,
-                     prompt_style=args.prompt_style, shots=args.shots,
+                     prompt_style=args.prompt_style, shots=args.shots, shot_match=args.shot_match,
                      tools=[t for t in (args.tools or "").split(",") if t.strip()],
                      tool_exemplars=False if args.no_tool_exemplars else None, categories=args.categories.split(",") if args.categories else [],
                      on_error=args.on_error, checker=args.checker, scorer=args.scorer, options=options)
@@ -357,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_run_args(p) -> None:
     from ponder.loading.registry import DEFAULT_MODEL
     from ponder.strategies import STRATEGIES
-    from ponder.tasks import PROMPT_STYLES, SUITES
+    from ponder.tasks import PROMPT_STYLES, SHOT_MATCHES, SUITES
 
     p.add_argument("--suite", default="arithmetic", help=f"{', '.join(SUITES)}, or a path to a .jsonl file")
     p.add_argument("--backend", choices=["local", "openai"], default="local",
@@ -384,7 +384,11 @@ def _add_run_args(p) -> None:
     p.add_argument("--no-tool-exemplars", action="store_true",
                    help="leave out the tools' few-shot exemplars (on by default with --tools)")
     p.add_argument("--shots", type=int, default=0,
-                   help="K worked examples from the suite's own generator before each problem (disjoint from it)")
+                   help="K worked examples from the suite's own generator before each problem (disjoint from it; "
+                        "with calc, each worked as 'expression = value')")
+    p.add_argument("--shot-match", choices=list(SHOT_MATCHES), default="any",
+                   help="any: the same K shots for every problem; category: K of the problem's own category "
+                        "(e.g. add/fraction)")
     p.add_argument("--checker", default=None, help="override the answer kind: number, list, text, latex")
     p.add_argument("--on-error", choices=["stop", "skip"], default="stop", help="bad JSONL lines")
     p.add_argument("--temperature", type=float, default=None, help="sampling temperature (default 0.7)")

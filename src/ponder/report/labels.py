@@ -20,7 +20,7 @@ def run_label(run: dict) -> str:
     if c.get("tools"):
         label += f" +{','.join(c['tools'])}"
     if c.get("shots"):
-        label += f" {c['shots']}-shot"
+        label += f" {c['shots']}-shot" + (" same-category" if c.get("shot_match") == "category" else "")
     return label
 
 

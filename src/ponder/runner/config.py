@@ -20,6 +20,7 @@ class RunConfig:
     number_format: str = "plain"
     prompt_style: str = "direct"
     shots: int = 0  # worked examples from the suite's own generator, before each problem
+    shot_match: str = "any"  # any: the same shots for every problem; category: shots of the problem's category
     tools: list[str] = field(default_factory=list)  # e.g. ["calc", "python"]
     tool_exemplars: bool | None = None  # the tools' own few-shot exemplars; None: on when tools are
     categories: list[str] = field(default_factory=list)

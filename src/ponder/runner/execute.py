@@ -18,7 +18,7 @@ from ponder.runner.config import RunConfig
 from ponder.store import StoreError, process
 from ponder.strategies import Backend, Judge, derive_seed, make_strategy
 from ponder.strategies.tool_loop import ToolBackend
-from ponder.tasks import has_verifier, load_problems, load_shots, messages
+from ponder.tasks import has_verifier, load_problems, load_shots, messages, shots_for
 from ponder.tools import exemplar_messages, get_tools, parse_tool_names
 
 
@@ -103,13 +103,15 @@ def prepare(config: RunConfig):
 
 def shots_of(config: RunConfig, problems) -> list:
     return load_shots(config.suite, config.shots, difficulty=config.difficulty, seed=config.seed,
-                      number_format=config.number_format, categories=config.categories or None, exclude=problems)
+                      number_format=config.number_format, categories=config.categories or None, exclude=problems,
+                      match=config.shot_match)
 
 
 def chat(config: RunConfig, problem, shots) -> list[dict]:
     """The messages a problem is asked with: the tools' exemplars, shots from the suite, the problem."""
     preamble = exemplar_messages(config.tools) if config.exemplars_on else []
-    return messages(problem, config.prompt_style, shots, preamble)
+    return messages(problem, config.prompt_style, shots_for(problem, shots, config.shot_match), preamble,
+                    worked="calc" in config.tools)
 
 
 def with_tools(config: RunConfig, backend: Backend) -> Backend:

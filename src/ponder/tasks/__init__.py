@@ -28,7 +28,8 @@ SUITES = {
 MAX_DIFFICULTY = 30
 
 __all__ = ["DatasetError", "NUMBER_FORMATS", "PROMPT_STYLES", "Problem", "SUITES", "VERIFIERS", "Verdict",
-           "checker_for", "has_verifier", "is_dataset_path", "load_problems", "load_shots", "messages"]
+           "SHOT_MATCHES", "checker_for", "has_verifier", "is_dataset_path", "load_problems", "load_shots", "messages",
+           "shots_for"]
 
 
 def is_dataset_path(suite: str) -> bool:
@@ -68,12 +69,21 @@ def _suite(suite: str, difficulty: int, categories):
     return module, cats
 
 
+SHOT_MATCHES = {"any": "the first K of the suite's shot stream, the same for every problem",
+                "category": "K of each problem's own category (operation and number form), e.g. add/fraction"}
+
+
 def load_shots(suite: str, k: int, *, difficulty: int = 1, seed: int = 0, number_format: str = "plain",
-               categories: list[str] | None = None, exclude: list[Problem] = ()) -> list[Problem]:
+               categories: list[str] | None = None, exclude: list[Problem] = (),
+               match: str = "any") -> list[Problem]:
     """k worked examples from the suite's own generator, disjoint from the evaluated problems.
 
     They come from a seed stream of their own ("shots:SEED", never an evaluation seed, which is an
-    integer), and any shot whose question equals an evaluated problem's is skipped as well."""
+    integer), and any shot whose question equals an evaluated problem's is skipped as well.  With
+    match="category", k shots for each category among `exclude` (the evaluated problems), in order
+    of first appearance: `shots_for` picks a problem's own from them."""
+    if match not in SHOT_MATCHES:
+        raise InvalidParameterError(f"unknown shot match {match!r}; valid: {', '.join(SHOT_MATCHES)}", "shot_match")
     if k < 0:
         raise InvalidParameterError(f"--shots must be at least 0 (got {k})", "shots")
     if k == 0:
@@ -83,11 +93,26 @@ def load_shots(suite: str, k: int, *, difficulty: int = 1, seed: int = 0, number
                                     f"{suite!r} is not one", "shots")
     module, cats = _suite(suite, difficulty, categories)
     taken = {p.question for p in exclude}
+    if match == "any":
+        return _draw(module, cats, k, seed, difficulty, number_format, taken, None)
+    shots = []
+    for cat in dict.fromkeys(p.category for p in exclude):
+        op = cat.split("/")[0]  # "add/fraction" is drawn from the generator of "add" alone
+        shots += _draw(module, (op,) if op in cats else cats, k, seed, difficulty, number_format, taken, cat)
+    return shots
+
+
+def _draw(module, cats, k, seed, difficulty, number_format, taken: set, category: str | None) -> list[Problem]:
     shots, i = [], 0
     while len(shots) < k and i < 50 * k:
         p = module.make_problem(f"shots:{seed}", difficulty, i, number_format, cats)
-        if p.question not in taken:
+        if p.question not in taken and (category is None or p.category == category):
             shots.append(p)
             taken.add(p.question)
         i += 1
     return shots
+
+
+def shots_for(problem: Problem, shots: list[Problem], match: str = "any") -> list[Problem]:
+    """The shots a problem is asked with: all of them, or (match="category") those of its category."""
+    return list(shots) if match == "any" else [s for s in shots if s.category == problem.category]

@@ -2,6 +2,9 @@
 
 Operations (add, sub, mul, div, compare, round, digit, place) over integers, decimals,
 fractions and scientific notation.  Difficulty is the number of digits of the operands.
+Each problem carries a worked solution in calc's "expression = value" style for its type
+(`a ÷ b`, `max(a, b)`, `round(x, 1)`, a digit as `6789 // 100 % 10`), which `--shots` shows
+when a run has calc.
 Problem i depends only on (seed, difficulty, i), so a suite is reproducible and its first
 N problems are the same whatever N is.  Every answer is exact: divisions are built from
 their quotient.
@@ -90,8 +93,8 @@ def _binary(rng, op, rep, d, fmt):
         answer = q.value
     else:
         answer = {"add": a.value + b.value, "sub": a.value - b.value, "mul": a.value * b.value}[op]
-    q = f"What is {a.text} {_SYMBOL[op]} {b.text}?"
-    return q, answer
+    expr = f"{a.text} {_SYMBOL[op]} {b.text}"
+    return f"What is {expr}?", answer, expr
 
 
 def _compare(rng, rep, d, fmt):
@@ -99,7 +102,7 @@ def _compare(rng, rep, d, fmt):
     while a.value == b.value:
         b = _operand(rng, rep, d, fmt)
     big = a if a.value > b.value else b
-    return f"Which is larger: {a.text} or {b.text}?", big.value, big.text
+    return f"Which is larger: {a.text} or {b.text}?", big.value, big.text, f"max({a.text}, {b.text})"
 
 
 def _round(rng, rep, d, fmt):
@@ -107,18 +110,25 @@ def _round(rng, rep, d, fmt):
         n = _int_digits(rng, d)
         p = rng.randint(1, d - 1)
         r = int((Decimal(n) / 10 ** p).quantize(Decimal(1), ROUND_HALF_UP)) * 10 ** p
-        return f"Round {fmt_int(n, fmt)} to the nearest {_PLACES[p][:-1] if p < len(_PLACES) else '10^' + str(p)}.", Fraction(r)
+        return (f"Round {fmt_int(n, fmt)} to the nearest {_PLACES[p][:-1] if p < len(_PLACES) else '10^' + str(p)}.",
+                Fraction(r), f"round({fmt_int(n, fmt)}, -{p})")
     places = rng.randint(0, 1)
     n = _int_digits(rng, max(d, 1) + 2)
     x = Decimal(n).scaleb(-3 if places else -2)
     q = Decimal(1).scaleb(-places)
     r = x.quantize(q, ROUND_HALF_UP)
     target = "the nearest whole number" if places == 0 else "one decimal place"
-    return f"Round {fmt_decimal(x, fmt)} to {target}.", Fraction(r)
+    return (f"Round {fmt_decimal(x, fmt)} to {target}.", Fraction(r),
+            f"round({fmt_decimal(x, fmt)}, {places})")  # 0 written out: the places match the words
 
 
 def _ordinal(k: int) -> str:
     return f"{k}{'th' if 10 <= k % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(k % 10, 'th')}"
+
+
+def _digit_expr(number: str, p: int) -> str:
+    """The digit worth 10^p of a whole number written `number`, as calc computes it: "6789 // 100 % 10"."""
+    return f"{number} % 10" if p == 0 else f"{number} // {10 ** p} % 10"
 
 
 def _digit(rng, d, fmt):
@@ -127,7 +137,9 @@ def _digit(rng, d, fmt):
     k = rng.randint(1, len(s))
     side = rng.choice(["left", "right"])
     digit = s[k - 1] if side == "left" else s[-k]
-    return f"What is the {_ordinal(k)} digit from the {side} of {fmt_int(n, fmt)}?", Fraction(int(digit))
+    p = len(s) - k if side == "left" else k - 1
+    return (f"What is the {_ordinal(k)} digit from the {side} of {fmt_int(n, fmt)}?", Fraction(int(digit)),
+            _digit_expr(fmt_int(n, fmt), p))
 
 
 def _place(rng, rep, d, fmt):
@@ -137,11 +149,13 @@ def _place(rng, rep, d, fmt):
         frac = rng.randint(10 ** (k - 1), 10 ** 3 - 1)
         x = Decimal(whole) + Decimal(frac).scaleb(-3)
         digit = format(x, "f").split(".")[1].ljust(3, "0")[k - 1]
-        return f"What digit is in the {_DEC_PLACES[k - 1]} place of {fmt_decimal(x, fmt)}?", Fraction(int(digit))
+        return (f"What digit is in the {_DEC_PLACES[k - 1]} place of {fmt_decimal(x, fmt)}?", Fraction(int(digit)),
+                _digit_expr(f"{fmt_decimal(x, fmt)} * {10 ** k} // 1", 0))
     n = _int_digits(rng, max(d, 2))
     s = str(n)
     p = rng.randint(0, min(len(s), len(_PLACES)) - 1)
-    return f"What digit is in the {_PLACES[p]} place of {fmt_int(n, fmt)}?", Fraction(int(s[-1 - p]))
+    return (f"What digit is in the {_PLACES[p]} place of {fmt_int(n, fmt)}?", Fraction(int(s[-1 - p])),
+            _digit_expr(fmt_int(n, fmt), p))
 
 
 def make_problem(seed: int, difficulty: int, index: int, number_format: str = "plain",
@@ -153,17 +167,18 @@ def make_problem(seed: int, difficulty: int, index: int, number_format: str = "p
     d, fmt = difficulty, number_format
     answer_text = None
     if op in _SYMBOL:
-        question, value = _binary(rng, op, rep, d, fmt)
+        question, value, expr = _binary(rng, op, rep, d, fmt)
     elif op == "compare":
-        question, value, answer_text = _compare(rng, rep, d, fmt)
+        question, value, answer_text, expr = _compare(rng, rep, d, fmt)
     elif op == "round":
-        question, value = _round(rng, rep, d, fmt)
+        question, value, expr = _round(rng, rep, d, fmt)
     elif op == "digit":
-        question, value = _digit(rng, d, fmt)
+        question, value, expr = _digit(rng, d, fmt)
     else:
-        question, value = _place(rng, rep, d, fmt)
+        question, value, expr = _place(rng, rep, d, fmt)
     form = "fraction" if rep == "fraction" and op in _SYMBOL and Fraction(value).denominator != 1 else "number"
     if answer_text is None or rep == "scientific":
         answer_text = fmt_value(Fraction(value))
     return Problem(id=f"arithmetic/d{difficulty}/s{seed}/{index}", question=question, answer=answer_text,
-                   kind="number", category=f"{op}/{rep}", difficulty=difficulty, answer_form=form)
+                   kind="number", category=f"{op}/{rep}", difficulty=difficulty, answer_form=form,
+                   solution=f"{expr} = {fmt_value(Fraction(value))}")

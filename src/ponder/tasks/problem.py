@@ -18,6 +18,9 @@ class Problem:
     category: str = ""  # e.g. "add/decimal", "hanoi"
     difficulty: int | None = None
     answer_form: str = "number"  # what the prompt asks for: number, fraction, list, text
+    # a worked answer in calc's "expression = value" style, written by the generator for the problem's
+    # type (shown for shots when the run has calc); empty when the suite writes none
+    solution: str = ""
     meta: dict = field(default_factory=dict, compare=False)
 
 

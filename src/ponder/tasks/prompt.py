@@ -2,7 +2,9 @@
 
 Small models follow a terse instruction best: "Answer with just the number." gets
 SmolLM2-135M to reply "3 + 5 = 8", which the extractor reads.  The `steps` style asks for
-one reasoning step per line, which is what step-level beam search splits on.
+one reasoning step per line, which is what step-level beam search splits on.  With `worked`
+(a run with calc), a shot answers with its generator's worked solution, "expression = value",
+the form calc computes, instead of the bare reference.
 """
 
 from __future__ import annotations
@@ -32,17 +34,19 @@ def instruction(problem: Problem, style: str = "direct") -> str:
 
 
 def messages(problem: Problem, style: str = "direct", shots: list[Problem] = (),
-             preamble: list[dict] = ()) -> list[dict]:
+             preamble: list[dict] = (), worked: bool = False) -> list[dict]:
     """The chat for one problem: `preamble` (e.g. a tool's exemplars), then each shot as a user turn
-    and its reference answer as the assistant's, then the problem."""
+    and its answer as the assistant's (the worked solution if `worked`), then the problem."""
     out = list(preamble)
     for s in shots:
         out += [{"role": "user", "content": f"{s.question} {instruction(s, style)}"},
-                {"role": "assistant", "content": shot_answer(s, style)}]
+                {"role": "assistant", "content": shot_answer(s, style, worked)}]
     return out + [{"role": "user", "content": f"{problem.question} {instruction(problem, style)}"}]
 
 
-def shot_answer(problem: Problem, style: str) -> str:
+def shot_answer(problem: Problem, style: str, worked: bool = False) -> str:
+    if worked and problem.solution:
+        return problem.solution if style == "direct" else f"{problem.solution}\nThe answer is {problem.answer}."
     if problem.answer_form == "moves" or style == "direct":
         return problem.answer
     return f"The answer is {problem.answer}."
