@@ -4,7 +4,7 @@ suites reproducible; shots disjoint from the evaluated problems."""
 import pytest
 
 from ponder.errors import InvalidParameterError
-from ponder.tasks import checker_for, load_problems, load_shots, messages
+from ponder.tasks import checker_for, load_problems, load_shots, messages, shots_for
 from ponder.tasks.number_tasks import is_prime, parse_factors
 from ponder.tasks.verify import VERIFIERS
 
@@ -148,6 +148,17 @@ def test_shots_are_disjoint_and_from_the_suite():
         f"{shots[0].solution}\nThe answer is {shots[0].answer}."
     pz, _ = load_problems("puzzles", difficulty=1, count=4)
     assert load_shots("puzzles", 2, difficulty=1, exclude=pz)[0].answer_form == "moves"
+    # --shot-match category: K shots of each evaluated category, still disjoint from the problems
+    for suite in ("arithmetic", "words"):
+        probs, _ = load_problems(suite, difficulty=2, count=40, seed=0)
+        pool = load_shots(suite, 3, difficulty=2, seed=0, exclude=probs, match="category")
+        assert not {s.question for s in pool} & {p.question for p in probs}
+        for p in probs:
+            own = shots_for(p, pool, "category")
+            assert len(own) == 3 and {s.category for s in own} == {p.category}, p
+        assert shots_for(probs[0], pool) == pool
+    with pytest.raises(InvalidParameterError, match="unknown shot match"):
+        load_shots("arithmetic", 2, match="nearest")
     assert messages(pz[0], "direct", load_shots("puzzles", 1, difficulty=1, exclude=pz), worked=True)[1]["content"] \
         == load_shots("puzzles", 1, difficulty=1, exclude=pz)[0].answer  # no worked solution: the reference
     with pytest.raises(InvalidParameterError, match="procedural suite"):
