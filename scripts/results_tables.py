@@ -39,10 +39,13 @@ def main(path=None):
             name += " --tools " + ",".join(cfg["tools"])
         if cfg.get("shots"):
             name += f" --shots {cfg['shots']}"
+            if cfg.get("shot_match", "any") != "any":
+                name += f" --shot-match {cfg['shot_match']}"
         n = s["done"] or 1
         print(f"| {r['id']} | {cfg['suite']} | {cfg['difficulty']} | {name} | {100 * s['accuracy']:.1f}% | "
               f"{100 * s['coverage']:.1f}% | {s['generated_tokens'] / n:.1f} | {(s.get('tool_tokens') or 0) / n:.1f} | "
               f"{s['saved_tokens'] / n:.1f} | {s['wall_s']:.0f} |")
+    by_category(store, runs)
     for r in runs:
         if r["strategy"] != "sample":
             continue
@@ -57,6 +60,28 @@ def main(path=None):
         print("| k | " + " | ".join(str(k) for k in range(1, k_max + 1)) + " |")
         print("|---|" + "---|" * k_max)
         print("| coverage | " + " | ".join(f"{100 * c:.1f}%" for c in cov) + " |")
+
+
+def by_category(store, runs):
+    """Accuracy per category (the part before "/": add, digit, buy, ...), one table per suite and
+    difficulty, one column per run, for the arithmetic and words suites."""
+    groups = defaultdict(list)
+    for r in runs:
+        if r["suite"] in ("arithmetic", "words"):
+            groups[(r["suite"], r["difficulty"])].append(r)
+    for (suite, d), rs in sorted(groups.items()):
+        cells = defaultdict(dict)
+        for r in rs:
+            for p in store.problems(r["id"]):
+                c = cells[(p["category"] or "").split("/")[0]].setdefault(r["id"], [0.0, 0])
+                c[0] += p["score"]
+                c[1] += 1
+        print(f"\naccuracy by category, {suite} difficulty {d} (correct / problems):\n")
+        print("| category | " + " | ".join(f"run {r['id']}" for r in rs) + " |")
+        print("|---|" + "---|" * len(rs))
+        for cat, per in cells.items():
+            print(f"| {cat} | " + " | ".join(f"{per[r['id']][0]:.0f}/{per[r['id']][1]}" if r["id"] in per else "-"
+                                            for r in rs) + " |")
 
 
 if __name__ == "__main__":
