@@ -163,8 +163,8 @@ def test_run_with_tools_shots_and_verifier_on_a_tiny_model(tiny_llama, tmp_path,
     base = ["run", "-m", str(tiny_llama[2]), "--problems", "2", "--max-tokens", "8", "--store", store, "--no-progress"]
     assert main(base + ["--strategy", "majority", "--samples", "2", "--tools", "calc,python",
                         "--no-tool-exemplars"]) == 0  # the tiny model's context (256) is too small for them
-    assert main(base + ["--suite", "numbers", "--shots", "1", "--strategy", "best-of-n", "--select", "verifier",
-                        "--samples", "4", "--batch", "2"]) == 0
+    assert main(base + ["--suite", "numbers", "--shots", "1", "--shot-match", "category", "--strategy", "best-of-n",
+                        "--select", "verifier", "--samples", "4", "--batch", "2"]) == 0
     capsys.readouterr()
     assert main(["runs", "--store", store, "--json"]) == 0
     runs = json.loads(capsys.readouterr().out)
@@ -175,6 +175,7 @@ def test_run_with_tools_shots_and_verifier_on_a_tiny_model(tiny_llama, tmp_path,
     tooled = next(r for r in runs if r["strategy"] == "majority")
     assert s.run(tooled["id"])["config"]["tools"] == ["calc", "python"]
     verified = next(r for r in runs if r["strategy"] == "best-of-n")
+    assert s.run(verified["id"])["config"]["shot_match"] == "category"
     for p in s.problems(verified["id"]):
         assert p["info"]["samples_drawn"] in (2, 4) and "tokens_saved_estimate" in p["info"]
 

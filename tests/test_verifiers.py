@@ -157,6 +157,18 @@ def test_shots_are_disjoint_and_from_the_suite():
             own = shots_for(p, pool, "category")
             assert len(own) == 3 and {s.category for s in own} == {p.category}, p
         assert shots_for(probs[0], pool) == pool
+    # the runner's chat: the tools' exemplars, then the problem's own shots worked in calc's style
+    from ponder.runner import RunConfig
+    from ponder.runner.execute import chat, shots_of
+    from ponder.tools import exemplar_messages
+
+    cfg = RunConfig(suite="words", difficulty=2, problems=40, tools=["calc"], shots=2, shot_match="category")
+    probs, _ = load_problems("words", difficulty=2, count=40, seed=0)
+    msgs = chat(cfg, probs[9], shots_of(cfg, probs))
+    tool = exemplar_messages(["calc"])
+    assert msgs[:len(tool)] == tool and len(msgs) == len(tool) + 5
+    own = shots_for(probs[9], shots_of(cfg, probs), "category")
+    assert [m["content"] for m in msgs[len(tool) + 1:-1:2]] == [s.solution for s in own]
     with pytest.raises(InvalidParameterError, match="unknown shot match"):
         load_shots("arithmetic", 2, match="nearest")
     assert messages(pz[0], "direct", load_shots("puzzles", 1, difficulty=1, exclude=pz), worked=True)[1]["content"] \
