@@ -4,7 +4,7 @@ Kernel level (FastModel logits): alone vs in batches of 2, 7 and 32; 1 vs 2 thre
 prefilled whole vs in chunks of 1, 16 and 100 tokens.
 Engine level (token ids and logprobs, greedy and seeded sampling): alone vs among
 1..64 concurrent requests; cold vs warm prefix cache; token budgets; threads;
-speculation on and off; a KV pool so small that requests are preempted.
+speculation off vs prompt lookup and Token Recycling (alone, batched, budget 7); a KV pool so small that requests are preempted.
 """
 
 import numba
@@ -102,33 +102,38 @@ def _run(engine, params, company=0):
     others = [[{"role": "user", "content": f"Count from {i} to {i + 5 + i % 7}."}] for i in range(company)]
     prompts = others[: company // 2] + [CHAT] + others[company // 2:]
     res = engine.generate(prompts, params)[company // 2]
+    _run.usage = res.usage
     return res.token_ids, res.logprobs
 
 
 @pytest.fixture(scope="module")
 def reference_runs(default_model):
-    engine = Engine(default_model, prefix_cache=False, speculative_tokens=0)
+    engine = Engine(default_model, prefix_cache=False)
     return [_run(engine, p) for p in PARAMS]
 
 
 @pytest.mark.parametrize("which", [0, 1], ids=["greedy", "seeded"])
 @pytest.mark.parametrize("setup", [
-    "company1", "company8", "company64", "warm_cache", "budget7", "budget64", "one_thread", "speculative",
-    "preempted",
+    "company1", "company8", "company64", "warm_cache", "budget7", "budget64", "one_thread", "lookup",
+    "recycling", "recycling_company3", "recycling_budget7", "preempted",
 ])
 def test_engine_results_independent_of_setup(default_model, reference_runs, which, setup):
     params = PARAMS[which]
     kwargs = {"budget7": {"token_budget": 7}, "budget64": {"token_budget": 64},
-              "speculative": {"speculative_tokens": 4, "speculative_max_batch": 64},
+              "lookup": {"speculative": "lookup", "speculative_max_batch": 64},
+              "recycling": {"speculative": "recycling"}, "recycling_budget7": {"speculative": "recycling", "token_budget": 7},
+              "recycling_company3": {"speculative": "recycling"},
               "preempted": {"kv_blocks": 12}, "one_thread": {"threads": 1}}.get(setup, {})
     engine = Engine(default_model, **kwargs)
     before = numba.get_num_threads()
     if setup == "warm_cache":
         _run(engine, params)
-    company = {"company1": 1, "company8": 8, "company64": 64, "preempted": 6}.get(setup, 0)
+    company = {"company1": 1, "company8": 8, "company64": 64, "preempted": 6, "recycling_company3": 3}.get(setup, 0)
     got = _run(engine, params, company)
     assert numba.get_num_threads() == before  # the engine's thread count stays around its own calls
     assert got == reference_runs[which]
+    if setup in ("lookup", "recycling", "recycling_company3", "recycling_budget7"):
+        assert _run.usage["speculative_proposed"] > 0
     if setup == "preempted":
         assert engine.stats().preemptions > 0
     if setup == "warm_cache":

@@ -1,5 +1,6 @@
 """Prompt-lookup speculation: proposals, and outputs bit-identical with and without it."""
 
+import numpy as np
 import pytest
 
 from ponder import Engine, SamplingParams
@@ -19,8 +20,8 @@ def test_propose_takes_the_latest_longest_match():
 @pytest.fixture(scope="module")
 def engines(tiny_llama):
     model = load_model(str(tiny_llama[2]))
-    return Engine(model, speculative_tokens=4, prefix_cache=False), Engine(model, speculative_tokens=0,
-                                                                            prefix_cache=False)
+    return (Engine(model, speculative="lookup", speculative_tokens=4, prefix_cache=False),
+            Engine(model, prefix_cache=False))
 
 
 @pytest.mark.parametrize("params", [SamplingParams(temperature=0, max_tokens=40, ignore_eos=True),
@@ -36,9 +37,47 @@ def test_speculation_changes_nothing_but_cost(engines, params):
 
 @pytest.mark.real_model
 def test_speculation_on_the_default_model_is_lossless_and_accepts(default_model):
-    spec, plain = Engine(default_model, speculative_tokens=4), Engine(default_model, speculative_tokens=0)
+    spec, plain = Engine(default_model, speculative="lookup", speculative_tokens=4), Engine(default_model)
     chat = [{"role": "user", "content": "Repeat exactly: the cat sat on the mat, the cat sat on the mat."}]
     p = SamplingParams(temperature=0, max_tokens=32)
     a, b = spec.generate(chat, p)[0], plain.generate(chat, p)[0]
     assert a.token_ids == b.token_ids and a.logprobs == b.logprobs
     assert a.usage["speculative_accepted"] > 0
+
+
+def test_top_k_rows_matches_a_stable_sort():
+    from ponder.engine.token_recycling import top_k_rows
+
+    rng = np.random.default_rng(0)
+    rows = rng.standard_normal((5, 3000)).astype(np.float32)
+    rows[1, 10:20] = 7.0  # ties: lower index first
+    out = np.empty((5, 8), np.int32)
+    top_k_rows(rows, 8, out)
+    np.testing.assert_array_equal(out, np.argsort(-rows, axis=1, kind="stable")[:, :8])
+
+
+def test_recycling_fills_the_shape_from_the_latest_rows():
+    from ponder.engine.token_recycling import RecyclingProposer
+
+    tr = RecyclingProposer(shape=((-1, 0), (-1, 1), (0, 0), (2, 0), (1, 0)), k=2)
+    assert tr.propose([3], 8, 8) is None  # nothing observed yet
+    rows = np.zeros((2, 10), np.float32)
+    rows[0, [5, 6]] = [2.0, 1.0]  # after 3: 5 then 6
+    rows[1, [7, 8]] = [2.0, 1.0]  # after 5: 7 then 8
+    tr.observe([3, 5], rows)
+    tree = tr.propose([1, 3], 8, 8)
+    # 3 -> 5 -> 7; 3 -> 6; 7 and 6 have no successors yet, so their entries are dropped
+    assert tree.tokens == [5, 6, 7] and tree.parents == [-1, -1, 0]
+    assert tr.propose([3], 2, 8).tokens == [5, 6]  # at most max_nodes
+    assert tr.propose([3], 8, 1).tokens == [5, 6]  # none deeper than max_depth
+    rows[0] = 0
+    rows[0, [9, 4]] = [3.0, 1.0]
+    tr.observe([3], rows[:1])  # the latest row replaces the entry
+    assert tr.propose([3], 8, 8).tokens == [9, 4]
+
+
+def test_engine_rejects_an_unknown_speculation_mode(tiny_llama):
+    from ponder.errors import InvalidParameterError
+
+    with pytest.raises(InvalidParameterError, match="speculative"):
+        Engine(load_model(str(tiny_llama[2])), speculative="medusa")

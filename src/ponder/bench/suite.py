@@ -27,7 +27,7 @@ def run_speed(kind: str, model_name: str, threads: int, vs: str | None, tokens: 
 
     before = machine.resident_bytes()
     # no speculation: the filler prompt repeats itself, so lookup drafts would flatter the kernels
-    engine = Engine.from_pretrained(model_name, threads=threads, speculative_tokens=0)
+    engine = Engine.from_pretrained(model_name, threads=threads)
     model_rss = machine.resident_bytes() - before
     model, cfg = engine.model, engine.config
     out = _header(kind, model, threads, engine)
@@ -67,30 +67,40 @@ def run_speed(kind: str, model_name: str, threads: int, vs: str | None, tokens: 
 
 
 def run_parallel(model_name: str, threads: int, vs: str | None, n_seqs: int, prompt_len: int, new_tokens: int,
-                 repeats: int) -> dict:
-    """n samples of one prompt: ponder forks after one prefill; llama.cpp copies the prompt's KV (unified cache)."""
+                 repeats: int, speculative: str | None = None) -> dict:
+    """n samples of one prompt: ponder forks after one prefill; llama.cpp copies the prompt's KV (unified cache).
+
+    With `speculative`, a second engine with that speculation on runs each round after the first."""
     from ponder import Engine, SamplingParams
 
     # no prefix cache: each run pays its prefill, with no help from the previous one
     engine = Engine.from_pretrained(model_name, threads=threads, prefix_cache=False)
+    engines = {"ponder": engine}
+    if speculative:
+        engines[f"ponder {speculative}"] = Engine(engine.model, threads=threads, prefix_cache=False,
+                                                  speculative=speculative)
     out = _header("parallel", engine.model, threads, engine)
     out.update({"memory_bandwidth_GBs": machine.memory_bandwidth(threads) / 1e9, "n_seqs": n_seqs,
                 "prompt_tokens": prompt_len, "new_tokens": new_tokens})
-    runs, prefill = [], []
+    runs = {k: [] for k in engines}
+    prefill = {k: [] for k in engines}
     for r in range(repeats + 1):
         ids = speed.prompt_ids(engine.tokenizer, prompt_len, 100 + r)
-        t0 = time.perf_counter()
-        engine.generate(ids, SamplingParams(temperature=0, max_tokens=1))
-        t1 = time.perf_counter()
-        res = engine.generate(ids, SamplingParams(temperature=0.8, seed=r, n=n_seqs, max_tokens=new_tokens,
-                                                  ignore_eos=True))[0]
-        t2 = time.perf_counter()
-        assert sum(len(o.token_ids) for o in res.outputs) == n_seqs * new_tokens
-        if r:
-            prefill.append(t1 - t0)
-            runs.append(n_seqs * new_tokens / ((t2 - t1) - (t1 - t0)))
-    out["results"] = [{"engine": "ponder", "decode_tok_s": statistics.median(runs), "runs": [round(x, 1) for x in runs],
-                       "prefill_s": statistics.median(prefill)}]
+        for name, e in engines.items():
+            t0 = time.perf_counter()
+            e.generate(ids, SamplingParams(temperature=0, max_tokens=1))
+            t1 = time.perf_counter()
+            res = e.generate(ids, SamplingParams(temperature=0.8, seed=r, n=n_seqs, max_tokens=new_tokens,
+                                                 ignore_eos=True))[0]
+            t2 = time.perf_counter()
+            assert sum(len(o.token_ids) for o in res.outputs) == n_seqs * new_tokens
+            if r:
+                prefill[name].append(t1 - t0)
+                runs[name].append(n_seqs * new_tokens / ((t2 - t1) - (t1 - t0)))
+    out["results"] = [{"engine": k, "decode_tok_s": statistics.median(runs[k]), "runs": [round(x, 1) for x in runs[k]],
+                       "prefill_s": statistics.median(prefill[k])} for k in engines]
+    if speculative:
+        out["speculative_vs_off"] = out["results"][1]["decode_tok_s"] / out["results"][0]["decode_tok_s"]
     if vs:
         from ponder.bench.llama_batched import batched_decode
 
@@ -102,7 +112,7 @@ def run_parallel(model_name: str, threads: int, vs: str | None, n_seqs: int, pro
             lpre.append(fig["prefill_s"])
         out["results"].append({"engine": "llama.cpp", "decode_tok_s": statistics.median(lruns),
                                "runs": [round(x, 1) for x in lruns], "prefill_s": statistics.median(lpre)})
-        out["ratio_vs_llama_cpp"] = out["results"][0]["decode_tok_s"] / out["results"][1]["decode_tok_s"]
+        out["ratio_vs_llama_cpp"] = out["results"][0]["decode_tok_s"] / out["results"][-1]["decode_tok_s"]
     return out
 
 
@@ -189,8 +199,15 @@ def print_report(out: dict) -> None:
         for r in out["results"]:
             table.add_row(r["engine"], f"{r['decode_tok_s']:.1f}", f"{r['prefill_s']:.2f}", " ".join(map(str, r["runs"])))
         console.print(table)
+        if "speculative_vs_off" in out:
+            console.print(f"[bold]speculation on / off = {out['speculative_vs_off']:.3f}×[/bold]")
         if "ratio_vs_llama_cpp" in out:
             console.print(f"[bold]ponder / llama.cpp = {out['ratio_vs_llama_cpp']:.2f}×[/bold]")
+        return
+    if "speculative" in out:
+        from ponder.bench.spec_decode import print_spec
+
+        print_spec(out, console)
         return
     if out["benchmark"] == "prefix":
         r = out["results"][0]

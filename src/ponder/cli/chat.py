@@ -148,7 +148,9 @@ def run(args) -> int:
     except ImportError:  # pragma: no cover  (not on every platform)
         pass
     SamplingParams(temperature=args.temperature, seed=args.seed, max_tokens=args.max_tokens)  # fail before loading
-    engine = Engine.from_pretrained(args.model, threads=args.threads)
+    from ponder.cli.main import speculative_option
+
+    engine = Engine.from_pretrained(args.model, threads=args.threads, **speculative_option(args))
     chat = Chat(engine, sys.stdout, temperature=args.temperature, seed=args.seed, max_tokens=args.max_tokens,
                 system=args.system)
     info = engine.info()

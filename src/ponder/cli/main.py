@@ -35,12 +35,23 @@ def _cmd_models(args) -> int:
     return 0
 
 
+def speculative_option(args) -> dict:
+    """The Engine keyword for --speculative: nothing when the flag is absent (the Engine's default)."""
+    return {"speculative": args.speculative} if getattr(args, "speculative", None) else {}
+
+
+def add_speculative_flag(p) -> None:
+    p.add_argument("--speculative", choices=["off", "lookup", "recycling"], default=None,
+                   help="draft tokens and verify them in one step while few sequences decode: prompt lookup or "
+                        "Token Recycling (same tokens either way; default off)")
+
+
 def _cmd_generate(args) -> int:
     from ponder import Engine, SamplingParams
 
     params = SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
                             max_tokens=args.max_tokens, seed=args.seed, stop=tuple(args.stop or ()))  # before the load
-    engine = Engine.from_pretrained(args.model, threads=args.threads)
+    engine = Engine.from_pretrained(args.model, threads=args.threads, **speculative_option(args))
     prompt = [{"role": "user", "content": args.prompt}] if args.chat else args.prompt
     result = engine.generate(prompt, params)[0] if args.json else _stream(engine, prompt, params)
     if args.transcript:
@@ -99,10 +110,14 @@ def _cmd_bench(args) -> int:
                                max_tokens=args.tokens or 128))
     elif args.kind == "parallel":
         out = suite.run_parallel(args.model, args.threads, args.vs, args.samples or 16, args.prompt_tokens,
-                                 args.tokens or 256, args.repeats)
+                                 args.tokens or 256, args.repeats, args.speculative)
     elif args.kind == "prefix":
         out = suite.run_prefix(args.model, args.threads, args.prompt_tokens if args.prompt_tokens != 256 else 1000,
                                args.repeats)
+    elif args.kind == "decode" and args.speculative:
+        from ponder.bench.spec_decode import run_spec_decode
+
+        out = run_spec_decode(args.model, args.threads, args.speculative, args.vs, args.tokens or 128, args.repeats)
     else:
         tokens = args.tokens or (256 if args.kind == "prefill" else 64)
         out = suite.run_speed(args.kind, args.model, args.threads, args.vs, tokens, args.repeats)
@@ -251,7 +266,7 @@ def _cmd_serve(args) -> int:
 
     kv_memory = parse_size(args.kv_memory) if args.kv_memory is not None else None
     return serve(args.model, host=args.host, port=args.port, api_key=args.api_key, max_queue=args.max_queue,
-                 threads=args.threads, kv_memory=kv_memory)
+                 threads=args.threads, kv_memory=kv_memory, **speculative_option(args))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -281,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", action="store_true", help="print ids, text and finish reason as one JSON object")
     p.add_argument("--transcript", metavar="FILE", help="write a replayable transcript (see `ponder verify`)")
+    add_speculative_flag(p)
     p.set_defaults(func=_cmd_generate)
 
     p = sub.add_parser("chat", help="talk with a model in the terminal (streamed; /help for commands)")
@@ -290,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", type=int, default=1024, help="longest reply (default 1024)")
     p.add_argument("--system", default=None, help="system prompt")
     p.add_argument("--threads", type=int, default=None)
+    add_speculative_flag(p)
     p.set_defaults(func=_cmd_chat)
 
     p = sub.add_parser("info", help="version, instruction set, threads, kernel cache and cached models")
@@ -316,6 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="memory for the KV cache pool, e.g. 512M or 2G (default 512M); it bounds the tokens held "
                         "by all running requests, and so the longest prompt")
     p.add_argument("--threads", type=int, default=None)
+    add_speculative_flag(p)
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("bench", help="measure speed against llama.cpp and the machine's limits "
@@ -332,6 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--problems", type=int, default=40, help="ttc: problems (40)")
     p.add_argument("--suite", default="words", help="ttc: the problem suite (words)")
     p.add_argument("--prompt-tokens", type=int, default=256, help="parallel: prompt length; prefix: shared prefix (1000)")
+    p.add_argument("--speculative", choices=["lookup", "recycling"], default=None,
+                   help="decode: chat answers with this speculation vs without; parallel: also run with it on")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_bench)
 

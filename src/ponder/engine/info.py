@@ -24,6 +24,7 @@ class EngineInfo:
     kv_blocks: int
     token_budget: int
     prefix_cache: bool
+    speculative: str  # "off", "lookup" or "recycling"
     speculative_tokens: int
     weight_bytes: int  # bytes of weights a forward step reads
 

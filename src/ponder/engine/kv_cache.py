@@ -106,6 +106,13 @@ class KVCache:
         self.num_evictable -= 1
         self.release(block)
 
+    def copy_lanes(self, src: int, dsts: list[int], n: int) -> None:
+        """Copy the first n positions of block src into blocks dsts, in every layer (draft tree tails)."""
+        if n:
+            for d in dsts:
+                self.k[:, d, :, :, :n] = self.k[:, src, :, :, :n]
+                self.v[:, d, :, :n, :] = self.v[:, src, :, :n, :]
+
     def make_writable(self, table: list[int], index: int) -> None:
         """Copy-on-write: give table[index] its own copy if the block is shared."""
         block = table[index]

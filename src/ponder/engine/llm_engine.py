@@ -24,6 +24,7 @@ from ponder.engine.request import Request
 from ponder.engine.results import GenerationResult, Prompt, SampleOutput, ScoreResult, TokenEvent
 from ponder.engine.sampling_params import SamplingParams
 from ponder.engine.scheduler import Scheduler
+from ponder.engine.speculative import MODES
 from ponder.engine.sequence import Sequence
 from ponder.errors import ContextLengthError, InvalidParameterError
 from ponder.loading.model_files import LoadedModel, load_model
@@ -34,11 +35,19 @@ __all__ = ["Engine", "GenerationResult", "SampleOutput", "ScoreResult", "TokenEv
 class Engine:
     def __init__(self, model: LoadedModel, *, kv_memory: int = 512 << 20, kv_blocks: int | None = None,
                  block_size: int = 16, token_budget: int = 512, threads: int | None = None,
-                 prefix_cache: bool = True, activation_bits: int = 16, speculative_tokens: int = 0,
-                 speculative_max_batch: int = 4, isa: str | None = None):
+                 prefix_cache: bool = True, activation_bits: int = 16, speculative: str = "off",
+                 speculative_tokens: int = 8, speculative_max_batch: int = 4, isa: str | None = None):
         """threads: kernel threads for this engine's steps (None: numba's default); it is applied
         around the engine's own calls, never to the process.  isa: None or the instruction set the
-        kernels were started with (PONDER_ISA); it is checked, and shown by info()."""
+        kernels were started with (PONDER_ISA); it is checked, and shown by info().
+        speculative: "off", "lookup" (prompt lookup) or "recycling" (Token Recycling), drafting at
+        most speculative_tokens tokens per step while at most speculative_max_batch sequences
+        decode; tokens and logprobs are the same either way (engine/speculative.py)."""
+        if speculative not in MODES:
+            raise InvalidParameterError(f"speculative must be one of {', '.join(MODES)} (got {speculative!r})",
+                                        "speculative")
+        if not (isinstance(speculative_tokens, int) and speculative_tokens >= 0):
+            raise InvalidParameterError("speculative_tokens must be an integer >= 0", "speculative_tokens")
         if activation_bits not in (8, 16):
             raise InvalidParameterError("activation_bits must be 8 (llama.cpp's q8) or 16", "activation_bits")
         if threads is not None and not (isinstance(threads, int) and 1 <= threads <= numba.config.NUMBA_NUM_THREADS):
@@ -57,7 +66,7 @@ class Engine:
         kv_positions = self._kv.num_blocks * self._kv.block_size
         rules = FinishRules(self.tokenizer.eos_ids, min(c.context_length, kv_positions), self.tokenizer.decode)
         self._scheduler = Scheduler(self._kv, rules, token_budget=token_budget, prefix_cache=prefix_cache,
-                                    speculative_tokens=speculative_tokens,
+                                    speculative=speculative, speculative_tokens=speculative_tokens,
                                     speculative_max_batch=speculative_max_batch)
         self._prompts = prompts.PromptChecker(c.vocab_size, c.context_length, kv_positions)
         self._costs = CostModel(c, self._runner.model.nbytes())
@@ -213,7 +222,7 @@ class Engine:
         return EngineInfo(self.model.name, self.model.path, self._runner.bits, kernel_isa(), self._runner.num_threads,
                           KERNEL_VERSION, __version__, self.config.context_length, self.config.vocab_size,
                           self._kv.block_size, self._kv.num_blocks, s.token_budget, s.radix is not None,
-                          s.speculative_tokens, self._runner.model.nbytes())
+                          s.speculative, s.speculative_tokens, self._runner.model.nbytes())
 
     def stats(self) -> EngineStats:
         s, kv = self._scheduler.stats(), self._kv

@@ -54,24 +54,57 @@ class ModelRunner:
 
     @staticmethod
     def build(chunks: list[ScheduledChunk]) -> tuple[StepInput, list[tuple[int, int]]]:
-        """The flat batch of a step, and for each chunk the range of its logits rows."""
-        tokens, positions, rows, logits_rows, ranges = [], [], [], [], []
-        width = max(len(c.seq.block_table) for c in chunks)
-        tables = np.zeros((len(chunks), width), np.int32)
-        for i, c in enumerate(chunks):
+        """The flat batch of a step, and for each chunk the range of its logits rows.
+
+        A chunk that completes its sequence is followed by the sequence's draft tree, if any: its
+        nodes are tokens at their depth's position, each reading through its branch's block table,
+        and each root-to-branch ancestor's K/V is also written into that branch's tail
+        (engine/draft_tree.py).
+        """
+        tokens, positions, rows, logits_rows, ranges, tables = [], [], [], [], [], []
+        extra_slots: list[tuple[int, int, int]] = []  # (token index, position, table row)
+        for c in chunks:
             seq = c.seq
             first = len(tokens)
-            tokens.extend((seq.tokens + seq.draft)[c.start:c.start + c.length])
-            positions.extend(range(c.start, c.start + c.length))
-            rows.extend([i] * c.length)
-            tables[i, :len(seq.block_table)] = seq.block_table
+            real_end = min(c.start + c.length, len(seq))
+            row = len(tables)
+            tables.append(seq.block_table)
+            tokens.extend(seq.tokens[c.start:real_end])
+            positions.extend(range(c.start, real_end))
+            rows.extend([row] * (real_end - c.start))
+            tree = seq.draft if c.completes else None
+            if tree is not None and len(tree):
+                p0 = len(seq) - 1
+                index = {-1: first + p0 - c.start}  # node -> token index in the step (root: the last real token)
+                branch_row = {0: row}
+                for b in range(1, tree.num_branches):
+                    branch_row[b] = len(tables)
+                    tables.append(tree.branch_tables[b])
+                for j, tok in enumerate(tree.tokens):
+                    index[j] = len(tokens)
+                    tokens.append(tok)
+                    positions.append(p0 + tree.depth[j])
+                    rows.append(branch_row[tree.branch_of[j]])
+                for b in range(1, tree.num_branches):
+                    for a in tree.ancestors(tree.branch_start[b]):
+                        extra_slots.append((index[a], p0 + (tree.depth[a] if a >= 0 else 0), branch_row[b]))
             lo = len(logits_rows)
-            end = c.start + c.length
             if seq.scoring:  # every position from the next one to visit
-                logits_rows.extend(first + p - c.start for p in range(max(c.start, seq.score_next), end))
+                logits_rows.extend(first + p - c.start for p in range(max(c.start, seq.score_next), real_end))
             elif c.completes:  # the last real token and any draft tokens after it
-                logits_rows.extend(range(first + len(seq) - 1 - c.start, first + c.length))
+                logits_rows.extend(range(first + len(seq) - 1 - c.start, len(tokens)))
             ranges.append((lo, len(logits_rows)))
-        step = StepInput(np.array(tokens, np.int64), np.array(positions, np.int64), np.array(rows, np.int32),
-                         tables, np.array(logits_rows, np.int64))
+        width = max(len(t) for t in tables)
+        table_array = np.zeros((len(tables), width), np.int32)
+        for i, t in enumerate(tables):
+            table_array[i, :len(t)] = t
+        positions_arr, rows_arr = np.array(positions, np.int64), np.array(rows, np.int32)
+        slots = None
+        if extra_slots:
+            extra = np.array(extra_slots, np.int64)
+            slots = (np.concatenate([np.arange(len(tokens)), extra[:, 0]]),
+                     np.concatenate([positions_arr, extra[:, 1]]),
+                     np.concatenate([rows_arr, extra[:, 2].astype(np.int32)]))
+        step = StepInput(np.array(tokens, np.int64), positions_arr, rows_arr, table_array,
+                         np.array(logits_rows, np.int64), kv_slots=slots)
         return step, ranges

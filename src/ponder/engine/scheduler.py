@@ -6,7 +6,7 @@ status, drafts).
 
 Scheduling is continuous batching with chunked prefill (SARATHI): every step
 first gives each running sequence its pending tokens (one decode token, plus a
-speculative draft, or the rest of a chunked prefill, or tokens forced in from
+speculative draft tree, or the rest of a chunked prefill, or tokens forced in from
 outside), then fills what is left of the token budget with prefill chunks of
 waiting sequences.  A waiting sequence first takes every cached block of its
 prefix from the radix cache, then is admitted only if the KV pool has room for
@@ -16,8 +16,8 @@ references are dropped, and it resumes later from whatever of it the cache
 still holds.  A full pool delays requests but never drops them.
 
 After the model ran, `postprocess` records what was computed, draws the next
-token of every sequence whose pending tokens are all computed (accepting drafts
-while they match), applies the finish rules, forks the other samples of a
+token of every sequence whose pending tokens are all computed (walking down its
+draft tree while the drawn token is one of the node's children), applies the finish rules, forks the other samples of a
 request at its first draw, and hands scoring rows to their visitor.  A failure
 while post-processing one sequence finishes that sequence with reason "error";
 the other sequences of the step are unaffected.
@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ponder.engine import sampler, speculative
+from ponder.engine.draft_tree import DraftTree
 from ponder.engine.finish import FinishRules
 from ponder.engine.kv_cache import KVCache
 from ponder.engine.radix_cache import RadixCache
@@ -55,7 +56,8 @@ class ScheduledChunk:
 
 class Scheduler:
     def __init__(self, kv: KVCache, rules: FinishRules, token_budget: int = 512, max_running: int = 256,
-                 prefix_cache: bool = True, speculative_tokens: int = 0, speculative_max_batch: int = 4):
+                 prefix_cache: bool = True, speculative: str = "off", speculative_tokens: int = 8,
+                 speculative_max_batch: int = 4):
         self.kv = kv
         self.rules = rules
         self.radix = RadixCache(kv) if prefix_cache else None
@@ -63,18 +65,24 @@ class Scheduler:
         self.max_running = max_running
         # Drafts cost compute per token; they can pay off only while decode is bound by
         # memory bandwidth, i.e. when few sequences decode together (see BENCHMARKS.md).
-        self.speculative_tokens = speculative_tokens
+        self.speculative = speculative  # "off", "lookup" or "recycling" (engine/speculative.py)
+        self.speculative_tokens = speculative_tokens  # at most this many draft nodes per step
         self.speculative_max_batch = speculative_max_batch
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.num_preemptions = 0
+        self._drafting = False  # this step's drafting decision (few sequences decode)
 
     # -- adding work ---------------------------------------------------------------
     def add(self, seq: Sequence) -> None:
         """A new sequence; its siblings (samples 1..n-1) wait parked until it forks them."""
         self.waiting.append(seq)
+        if self.speculative != "off" and not seq.scoring:
+            # one proposer per request, shared by its samples: nothing crosses requests
+            seq.proposer = speculative.make_proposer(self.speculative)
         for s in seq.siblings:
             s.status = Status.PARKED
+            s.proposer = seq.proposer
 
     def add_continuation(self, seq: Sequence, src: Sequence) -> None:
         """A new sequence whose prompt is src's tokens so far: it shares src's blocks (copy-on-write)."""
@@ -95,7 +103,7 @@ class Scheduler:
         if seq.params.logprobs:
             seq.top_logprobs.extend([] for _ in token_ids)
         seq.num_forced += len(token_ids)
-        seq.draft = []
+        self._drop_draft(seq)
 
     def has_work(self) -> bool:
         return bool(self.waiting or self.running)
@@ -110,13 +118,17 @@ class Scheduler:
                 break
             if seq not in self.running:  # preempted while making room for an earlier one
                 continue
-            n = min(seq.num_pending + len(seq.draft), budget)
-            while not self._reserve(seq, n):
+            if seq.draft is not None and seq.num_pending + len(seq.draft) > budget:
+                seq.draft = seq.draft.prefix(max(0, budget - seq.num_pending)) or None
+            main = seq.draft.main_depth() if seq.draft is not None else 0
+            while not self._reserve(seq, min(seq.num_pending + main, budget)):
                 victim = self.running[-1]
                 self._preempt(victim)
                 if victim is seq:
                     break
             else:
+                self._reserve_branches(seq)
+                n = min(seq.num_pending + (len(seq.draft) if seq.draft is not None else 0), budget)
                 chunks.append(ScheduledChunk(seq, seq.num_computed, n))
                 budget -= n
         while self.waiting and budget > 0 and len(self.running) < self.max_running:
@@ -164,10 +176,13 @@ class Scheduler:
                 self.finish(seq, "length")
             return
         if chunk.completes:
-            draft = seq.draft[:chunk.start + chunk.length - len(seq)]
+            tree = seq.draft
+            if seq.proposer is not None and self._drafting:
+                # the rows of the last real token and of every drafted node (tokens never depend on this)
+                seq.proposer.observe([seq.tokens[-1]] + (tree.tokens if tree is not None else []), rows)
             for s in self._fork_siblings(seq):
-                events.extend(self._draw(s, rows, draft if s is seq else []))
-        seq.draft = []
+                events.extend(self._draw(s, rows, tree if s is seq else None))
+        self._drop_draft(seq)
 
     def _fork_siblings(self, seq: Sequence) -> list[Sequence]:
         """At the end of sample 0's prefill, the request's other samples fork from it, sharing its blocks."""
@@ -183,11 +198,13 @@ class Scheduler:
                 out.append(child)
         return out
 
-    def _draw(self, seq: Sequence, rows: np.ndarray, draft: list[int]) -> list[TokenEvent]:
-        """Draw the next token from rows[0]; while it equals the draft token fed after it, keep drawing."""
+    def _draw(self, seq: Sequence, rows: np.ndarray, tree: DraftTree | None) -> list[TokenEvent]:
+        """Draw the next token from rows[0] (the root's); while the drawn token is a child of the
+        current node in the draft tree, move to that child and draw again from its row."""
         events = []
         p = seq.params
-        for i, logits in enumerate(rows[:len(draft) + 1]):
+        node, logits = -1, rows[0]
+        while True:
             token = sampler.sample_token(logits, p, seq.rng_index, len(seq))
             logprobs = sampler.log_softmax(logits)
             seq.output_ids.append(token)
@@ -198,27 +215,72 @@ class Scheduler:
             events.append(TokenEvent(seq.request_id, seq.sample_index, token, seq.logprobs[-1], reason,
                                      seq.top_logprobs[-1] if p.logprobs else None))
             if reason:
-                self.finish(seq, reason)
                 break
-            if i < len(draft) and token == draft[i]:
-                seq.num_computed += 1  # the draft token was fed at this position: its K/V are valid
-                continue
-            break
-        if draft:
-            seq.spec_proposed += len(draft)
+            child = tree.child_with_token(node, token) if tree is not None else None
+            if child is None:
+                break
+            node, logits = child, rows[1 + child]
+            seq.num_computed += 1  # the node was fed at this position: its K/V are valid in its branch
+        if tree is not None and len(tree):
+            seq.spec_proposed += len(tree)
             seq.spec_accepted += len(events) - 1
+            if node >= 0 and tree.branch_of[node] > 0:  # before finishing: the prefix cache takes these blocks
+                self._adopt_branch(seq, tree, tree.branch_of[node])
+        if reason:
+            self.finish(seq, reason)
         return events
 
     def _propose_drafts(self) -> None:
-        if not self.speculative_tokens:
+        self._drafting = False
+        if self.speculative == "off" or self.speculative_tokens <= 0:
             return
         decoding = [s for s in self.running if s.num_pending == 1 and s.output_ids and not s.scoring]
         if not decoding or len(decoding) > self.speculative_max_batch:
             return
+        self._drafting = True
         for seq in decoding:
             room = min(self.speculative_tokens, seq.params.max_tokens - len(seq.output_ids) - 1,
                        self.rules.context_length - len(seq) - 1)
-            seq.draft = speculative.propose(seq.tokens, room) if room > 0 else []
+            if seq.proposer is not None and room > 0:
+                seq.draft = seq.proposer.propose(seq.tokens, self.speculative_tokens, room) or None
+
+    # -- draft tree blocks -----------------------------------------------------------------
+    def _reserve_branches(self, seq: Sequence) -> None:
+        """Give every branch of seq's draft tree but the first its private tail blocks, whose
+        lanes before the root's position copy the sequence's partial block (draft_tree.py).
+        If the pool cannot spare them, the draft shrinks to its first branch."""
+        tree = seq.draft
+        if tree is None or tree.num_branches == 1:
+            return
+        bs = self.kv.block_size
+        p0 = len(seq) - 1
+        first = p0 // bs
+        sizes = [(p0 + tree.branch_depth(b)) // bs - first + 1 for b in range(1, tree.num_branches)]
+        if sum(sizes) > self.kv.num_available:
+            seq.draft = tree.main_chain()
+            return
+        tails = [[self.kv.allocate() for _ in range(n)] for n in sizes]
+        tree.shared_blocks = first
+        self.kv.copy_lanes(seq.block_table[first], [t[0] for t in tails], p0 % bs)
+        for b, tail in enumerate(tails, start=1):
+            tree.branch_tables[b] = seq.block_table[:first] + tail
+
+    def _adopt_branch(self, seq: Sequence, tree: DraftTree, b: int) -> None:
+        """The accepted path ends in branch b: its tail becomes the sequence's tail (no copy back)."""
+        table = tree.branch_tables.pop(b)
+        for block in seq.block_table[tree.shared_blocks:]:
+            self.kv.release(block)
+        seq.block_table = list(table)
+
+    def _drop_draft(self, seq: Sequence) -> None:
+        """Forget seq's draft tree, releasing the private tails nobody adopted."""
+        tree, seq.draft = seq.draft, None
+        if tree is None:
+            return
+        for b, table in tree.branch_tables.items():
+            for block in table[tree.shared_blocks:]:
+                self.kv.release(block)
+        tree.branch_tables.clear()
 
     # -- ending --------------------------------------------------------------------------
     def finish(self, seq: Sequence, reason: str, error: BaseException | None = None) -> None:
@@ -233,7 +295,7 @@ class Scheduler:
         self._free_blocks(seq)
         seq.finish_reason = reason
         seq.error = error
-        seq.draft = []
+        self._drop_draft(seq)
         seq.status = Status.FINISHED
 
     # -- blocks ------------------------------------------------------------------------------
@@ -273,7 +335,7 @@ class Scheduler:
         self.cache_computed(seq, final=True)
         self._free_blocks(seq)
         seq.num_computed = 0
-        seq.draft = []
+        self._drop_draft(seq)
         seq.status = Status.WAITING
         self.waiting.appendleft(seq)
         self.num_preemptions += 1

@@ -13,7 +13,9 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ponder.engine.draft_tree import DraftTree
 from ponder.engine.sampling_params import SamplingParams
+from ponder.engine.speculative import Proposer
 
 _ids = itertools.count()
 
@@ -47,7 +49,8 @@ class Sequence:
     status: Status = Status.WAITING
     finish_reason: str | None = None
     error: BaseException | None = None  # why a sequence finished with reason "error"
-    draft: list[int] = field(default_factory=list)  # speculative tokens to verify in the next step
+    draft: DraftTree | None = None  # speculative tokens to verify in the next step
+    proposer: Proposer | None = None  # drafts for this request (shared by its samples); None: no speculation
     spec_proposed: int = 0
     spec_accepted: int = 0
     seq_id: int = field(default_factory=lambda: next(_ids))

@@ -1,17 +1,58 @@
-"""Draft-free speculative decoding: propose the next tokens by looking them up in the context.
+"""Draft-free speculative decoding: who proposes drafts, and prompt lookup.
 
-Prompt lookup (as in CopySpec and llama.cpp's lookup decoding): find the most
-recent earlier occurrence of the sequence's last n tokens, longest n first, and
-propose the tokens that followed it.  The engine verifies a draft by feeding it
-in one chunk and drawing each position with the ordinary sampler; since a chunk
-gives the same logits as one-by-one decoding and a draw depends only on
-(logits, seed, sample, position), the output is bit-identical with or without
-speculation.  Only the cost changes.
+A proposer turns a sequence's tokens into a DraftTree (engine/draft_tree.py) the
+engine verifies in one step, and may learn from the logits rows a step produced.
+The engine walks the tree with the ordinary sampler: from the root's logits it
+draws a token; if that token is one of the node's children it moves there and draws
+again from the child's logits.  A drafted node's logits are bit-identical to plain
+decoding's and a draw depends only on (logits, seed, sample, position), so the output
+(tokens and logprobs) is the same with or without speculation, whatever the drafts:
+only the cost changes.
+
+Proposers: "lookup" (here) and "recycling" (token_recycling.py).  Each request has its
+own proposer, shared by its samples.
+
+Prompt lookup (as in CopySpec and llama.cpp's lookup decoding): find the most recent
+earlier occurrence of the sequence's last n tokens, longest n first, and propose the
+tokens that followed it, as a linear draft (the one-path tree).
 """
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
+
+from ponder.engine.draft_tree import DraftTree
+
+MODES = ("off", "lookup", "recycling")
+
+
+class Proposer(Protocol):
+    def propose(self, tokens: list[int], max_nodes: int, max_depth: int) -> DraftTree | None:
+        """A draft to follow `tokens` (at most max_nodes nodes, none deeper than max_depth)."""
+
+    def observe(self, tokens: list[int], rows: np.ndarray) -> None:
+        """rows[i] are the logits that followed tokens[i] in the last step."""
+
+
+class LookupProposer:
+    def propose(self, tokens: list[int], max_nodes: int, max_depth: int) -> DraftTree | None:
+        found = propose(tokens, min(max_nodes, max_depth))
+        return DraftTree.linear(found) if found else None
+
+    def observe(self, tokens: list[int], rows: np.ndarray) -> None:
+        pass
+
+
+def make_proposer(mode: str) -> Proposer:
+    if mode == "lookup":
+        return LookupProposer()
+    if mode == "recycling":
+        from ponder.engine.token_recycling import RecyclingProposer
+
+        return RecyclingProposer()
+    raise ValueError(f"no proposer {mode!r}")
 
 
 def propose(tokens: list[int], max_draft: int, max_ngram: int = 3, min_ngram: int = 2,

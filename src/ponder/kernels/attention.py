@@ -53,11 +53,14 @@ from ponder.kernels.attention_emit import _LN2_HI, _LN2_LO, _LOG2E
 
 
 @njit(parallel=True, cache=True)
-def write_kv(k_pool, v_pool, k, v, slot_block, slot_offset):
-    """Store the new tokens' keys and values: token t goes to (slot_block[t], slot_offset[t])."""
-    n, heads, d = k.shape
-    for t in prange(n):
-        b, o = slot_block[t], slot_offset[t]
+def write_kv(k_pool, v_pool, k, v, slot_token, slot_block, slot_offset):
+    """Store the new tokens' keys and values: slot s receives token slot_token[s]'s, at
+    (slot_block[s], slot_offset[s]).  A plain step has one slot per token; a draft tree's step
+    writes a node's K/V into the private tail of every tree path that passes through it."""
+    n = len(slot_token)
+    heads, d = k.shape[1], k.shape[2]
+    for s in prange(n):
+        t, b, o = slot_token[s], slot_block[s], slot_offset[s]
         for h in range(heads):
             for i in range(d):
                 k_pool[b, h, i, o] = k[t, h, i]

@@ -28,6 +28,10 @@ class StepInput:
     block_tables: (S, max_blocks) int32 block ids of each sequence, in position order.
     logits_rows: indices into the T tokens whose logits are wanted.
     share_prefix: group tokens that share leading KV blocks in attention (same bits either way).
+    kv_slots: None (token t's K/V go to its own position in its own row's blocks), or
+      (slot_token, slot_position, slot_row): slot s receives token slot_token[s]'s K/V at position
+      slot_position[s] of block table row slot_row[s] (a draft tree writes a node's K/V into
+      several private tails; see engine/draft_tree.py).
     """
 
     tokens: np.ndarray
@@ -36,6 +40,7 @@ class StepInput:
     block_tables: np.ndarray
     logits_rows: np.ndarray
     share_prefix: bool = True
+    kv_slots: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
 
 class _Group:
@@ -116,8 +121,13 @@ class FastModel:
         self._cover_positions(step.positions)
         bs = v_pool.shape[3]
         tables = step.block_tables
-        slot_block = tables[step.token_row, step.positions // bs].astype(np.int32)
-        slot_offset = (step.positions % bs).astype(np.int32)
+        if step.kv_slots is None:
+            slot_token, slot_pos, slot_row = np.arange(n), step.positions, step.token_row
+        else:
+            slot_token, slot_pos, slot_row = step.kv_slots
+        slot_token = np.asarray(slot_token, np.int64)
+        slot_block = tables[slot_row, slot_pos // bs].astype(np.int32)
+        slot_offset = (slot_pos % bs).astype(np.int32)
         context_len = (step.positions + 1).astype(np.int32)
         groups = (attention.prefix_groups(tables, step.token_row, context_len, bs) if step.share_prefix
                   else attention.singleton_groups(n))
@@ -135,7 +145,7 @@ class FastModel:
             v = np.ascontiguousarray(v).reshape(n, c.n_kv_heads, c.head_dim)
             ops.rope(q, step.positions, self.cos, self.sin)
             ops.rope(k, step.positions, self.cos, self.sin)
-            attention.write_kv(k_pool[li], v_pool[li], k, v, slot_block, slot_offset)
+            attention.write_kv(k_pool[li], v_pool[li], k, v, slot_token, slot_block, slot_offset)
             attention.paged_attention(q, k_pool[li], v_pool[li], tables, step.token_row, context_len,
                                       self.scale, attn, *groups)
             x = x + layer.wo(Activations(attn.reshape(n, -1), self.bits))

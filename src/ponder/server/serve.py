@@ -21,7 +21,8 @@ def parse_size(text: str) -> int:
 
 
 def serve(model: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
-          max_queue: int = 256, threads: int | None = None, kv_memory: int | None = None) -> int:
+          max_queue: int = 256, threads: int | None = None, kv_memory: int | None = None,
+          speculative: str | None = None) -> int:
     import uvicorn
 
     from ponder import Engine, SamplingParams
@@ -37,6 +38,8 @@ def serve(model: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | 
     if api_key is None:  # from the environment, so that it need not show in `ps`
         api_key = os.environ.get("PONDER_API_KEY") or None
     kv = {} if kv_memory is None else {"kv_memory": kv_memory}
+    if speculative is not None:
+        kv["speculative"] = speculative
     engine = Engine.from_pretrained(model, threads=threads, **kv)
     logging.basicConfig(level=logging.INFO, format="ponder: %(message)s", stream=sys.stderr)
     # Compile the kernels now rather than on the first request (generation and scoring paths).
