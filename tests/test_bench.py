@@ -75,3 +75,16 @@ def test_summary_ratio_and_report():
     print_ttc(out, Console(file=buf, width=200))
     text = buf.getvalue()
     assert "3.00× faster" in text and "majority@8" in text and "llama.cpp" in text
+
+
+def test_spec_decode_reports_acceptance_and_checks_the_answers(tiny_llama):
+    from ponder.bench.spec_decode import print_spec, run_spec_decode
+
+    out = run_spec_decode(str(tiny_llama[2]), 1, "recycling", None, tokens=12, repeats=1)
+    off, on = out["results"]
+    assert off["engine"] == "ponder" and on["engine"] == "ponder recycling"
+    assert off["tokens_per_step"] == 1.0 and on["tokens_per_step"] >= 1.0
+    assert 0 <= out["accepted"] <= out["drafted"] and out["questions"] == 8
+    buf = io.StringIO()
+    print_spec(out, Console(file=buf, width=200))
+    assert "tokens per step" in buf.getvalue() and "speculation on / off" in buf.getvalue()

@@ -4,7 +4,8 @@ Kernel level (FastModel logits): alone vs in batches of 2, 7 and 32; 1 vs 2 thre
 prefilled whole vs in chunks of 1, 16 and 100 tokens.
 Engine level (token ids and logprobs, greedy and seeded sampling): alone vs among
 1..64 concurrent requests; cold vs warm prefix cache; token budgets; threads;
-speculation off vs prompt lookup and Token Recycling (alone, batched, budget 7); a KV pool so small that requests are preempted.
+speculation off vs prompt lookup and Token Recycling (alone, batched, budget 7); a KV pool so
+small that requests are preempted.
 """
 
 import numba
@@ -121,7 +122,8 @@ def test_engine_results_independent_of_setup(default_model, reference_runs, whic
     params = PARAMS[which]
     kwargs = {"budget7": {"token_budget": 7}, "budget64": {"token_budget": 64},
               "lookup": {"speculative": "lookup", "speculative_max_batch": 64},
-              "recycling": {"speculative": "recycling"}, "recycling_budget7": {"speculative": "recycling", "token_budget": 7},
+              "recycling": {"speculative": "recycling"},
+              "recycling_budget7": {"speculative": "recycling", "token_budget": 7},
               "recycling_company3": {"speculative": "recycling"},
               "preempted": {"kv_blocks": 12}, "one_thread": {"threads": 1}}.get(setup, {})
     engine = Engine(default_model, **kwargs)

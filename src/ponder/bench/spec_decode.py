@@ -42,7 +42,8 @@ def _decode(engine, question: str, tokens: int) -> tuple[list[int], float, int, 
     return res.token_ids, (t2 - t1) - (t1 - t0), (s2 - s1) - (s1 - s0), res.usage
 
 
-def run_spec_decode(model_name: str, threads: int, mode: str, vs: str | None, tokens: int, repeats: int) -> dict:
+def run_spec_decode(model_name: str, threads: int, mode: str, vs: str | None, tokens: int, repeats: int,
+                    draft_tokens: int | None = None) -> dict:
     from ponder import Engine
     from ponder.bench import speed, suite
     from ponder.loading.model_files import load_model
@@ -50,7 +51,8 @@ def run_spec_decode(model_name: str, threads: int, mode: str, vs: str | None, to
     model = load_model(model_name)
     # no prefix cache: every answer pays its prefill, the same on both engines
     engines = {"off": Engine(model, threads=threads, prefix_cache=False),
-               mode: Engine(model, threads=threads, prefix_cache=False, speculative=mode)}
+               mode: Engine(model, threads=threads, prefix_cache=False, speculative=mode,
+                            **({} if draft_tokens is None else {"speculative_tokens": draft_tokens}))}
     out = suite._header("decode", model, threads, engines["off"])
     out.update({"speculative": mode, "questions": len(QUESTIONS), "max_tokens": tokens,
                 "speculative_tokens": engines[mode].info().speculative_tokens})

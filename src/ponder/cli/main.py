@@ -117,7 +117,8 @@ def _cmd_bench(args) -> int:
     elif args.kind == "decode" and args.speculative:
         from ponder.bench.spec_decode import run_spec_decode
 
-        out = run_spec_decode(args.model, args.threads, args.speculative, args.vs, args.tokens or 128, args.repeats)
+        out = run_spec_decode(args.model, args.threads, args.speculative, args.vs, args.tokens or 128, args.repeats,
+                              args.speculative_tokens)
     else:
         tokens = args.tokens or (256 if args.kind == "prefill" else 64)
         out = suite.run_speed(args.kind, args.model, args.threads, args.vs, tokens, args.repeats)
@@ -352,6 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt-tokens", type=int, default=256, help="parallel: prompt length; prefix: shared prefix (1000)")
     p.add_argument("--speculative", choices=["lookup", "recycling"], default=None,
                    help="decode: chat answers with this speculation vs without; parallel: also run with it on")
+    p.add_argument("--speculative-tokens", type=int, default=None,
+                   help="decode --speculative: draft tokens per step (the engine's default: 8)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_bench)
 
