@@ -156,3 +156,15 @@ def test_speculation_changes_no_token_alone_or_batched(tiny, mode, params, shape
     assert sum(x.usage["speculative_accepted"] for x in a) > 0
     assert spec.stats().kv_blocks_used == 0  # every private tail went back to the pool
     assert bool(adopted) == (shape == "second_first")
+
+
+def test_a_shared_table_changes_no_token(tiny):
+    """speculative_shared: one Token Recycling table for all requests; tokens still never depend on it."""
+    spec = Engine(tiny, speculative="recycling", speculative_shared=True, speculative_max_batch=8, kv_blocks=64)
+    plain = Engine(tiny, kv_blocks=64)
+    params = SamplingParams(temperature=0.7, seed=5, max_tokens=30, ignore_eos=True)
+    prompts = [[9, 10, 11] * 6, [200 + i for i in range(20)]]
+    for batch in ([prompts[0]], [prompts[1]], prompts):  # the table carries over from request to request
+        for x, y in zip(spec.generate(batch, params), plain.generate(batch, params)):
+            assert x.token_ids == y.token_ids and x.logprobs == y.logprobs
+            assert x.usage["speculative_proposed"] > 0

@@ -43,7 +43,7 @@ def _decode(engine, question: str, tokens: int) -> tuple[list[int], float, int, 
 
 
 def run_spec_decode(model_name: str, threads: int, mode: str, vs: str | None, tokens: int, repeats: int,
-                    draft_tokens: int | None = None) -> dict:
+                    draft_tokens: int | None = None, shared: bool = False) -> dict:
     from ponder import Engine
     from ponder.bench import speed, suite
     from ponder.loading.model_files import load_model
@@ -52,9 +52,11 @@ def run_spec_decode(model_name: str, threads: int, mode: str, vs: str | None, to
     # no prefix cache: every answer pays its prefill, the same on both engines
     engines = {"off": Engine(model, threads=threads, prefix_cache=False),
                mode: Engine(model, threads=threads, prefix_cache=False, speculative=mode,
+                            speculative_shared=shared,
                             **({} if draft_tokens is None else {"speculative_tokens": draft_tokens}))}
     out = suite._header("decode", model, threads, engines["off"])
-    out.update({"speculative": mode, "questions": len(QUESTIONS), "max_tokens": tokens,
+    out.update({"speculative": mode + (" (shared table)" if shared else ""), "questions": len(QUESTIONS),
+                "max_tokens": tokens,
                 "speculative_tokens": engines[mode].info().speculative_tokens})
     for e in engines.values():  # compile and warm up
         _decode(e, QUESTIONS[0], 4)

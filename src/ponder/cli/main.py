@@ -118,7 +118,7 @@ def _cmd_bench(args) -> int:
         from ponder.bench.spec_decode import run_spec_decode
 
         out = run_spec_decode(args.model, args.threads, args.speculative, args.vs, args.tokens or 128, args.repeats,
-                              args.speculative_tokens)
+                              args.speculative_tokens, args.speculative_shared)
     else:
         tokens = args.tokens or (256 if args.kind == "prefill" else 64)
         out = suite.run_speed(args.kind, args.model, args.threads, args.vs, tokens, args.repeats)
@@ -355,6 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="decode: chat answers with this speculation vs without; parallel: also run with it on")
     p.add_argument("--speculative-tokens", type=int, default=None,
                    help="decode --speculative: draft tokens per step (the engine's default: 8)")
+    p.add_argument("--speculative-shared", action="store_true",
+                   help="decode --speculative: one proposer (Token Recycling table) for all requests")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_bench)
 

@@ -36,13 +36,16 @@ class Engine:
     def __init__(self, model: LoadedModel, *, kv_memory: int = 512 << 20, kv_blocks: int | None = None,
                  block_size: int = 16, token_budget: int = 512, threads: int | None = None,
                  prefix_cache: bool = True, activation_bits: int = 16, speculative: str = "off",
-                 speculative_tokens: int = 8, speculative_max_batch: int = 4, isa: str | None = None):
+                 speculative_tokens: int = 8, speculative_max_batch: int = 4, speculative_shared: bool = False,
+                 isa: str | None = None):
         """threads: kernel threads for this engine's steps (None: numba's default); it is applied
         around the engine's own calls, never to the process.  isa: None or the instruction set the
         kernels were started with (PONDER_ISA); it is checked, and shown by info().
         speculative: "off", "lookup" (prompt lookup) or "recycling" (Token Recycling), drafting at
         most speculative_tokens tokens per step while at most speculative_max_batch sequences
-        decode; tokens and logprobs are the same either way (engine/speculative.py)."""
+        decode; tokens and logprobs are the same either way (engine/speculative.py).
+        speculative_shared: one proposer (one Token Recycling table) for all requests instead of one
+        per request: drafts, and so speed, then depend on what ran before; tokens never do."""
         if speculative not in MODES:
             raise InvalidParameterError(f"speculative must be one of {', '.join(MODES)} (got {speculative!r})",
                                         "speculative")
@@ -67,6 +70,7 @@ class Engine:
         rules = FinishRules(self.tokenizer.eos_ids, min(c.context_length, kv_positions), self.tokenizer.decode)
         self._scheduler = Scheduler(self._kv, rules, token_budget=token_budget, prefix_cache=prefix_cache,
                                     speculative=speculative, speculative_tokens=speculative_tokens,
+                                    speculative_shared=speculative_shared,
                                     speculative_max_batch=speculative_max_batch)
         self._prompts = prompts.PromptChecker(c.vocab_size, c.context_length, kv_positions)
         self._costs = CostModel(c, self._runner.model.nbytes())

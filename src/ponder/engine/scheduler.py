@@ -31,13 +31,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ponder.engine import sampler, speculative
+from ponder.engine import sampler
 from ponder.engine.draft_tree import DraftTree
 from ponder.engine.finish import FinishRules
 from ponder.engine.kv_cache import KVCache
 from ponder.engine.radix_cache import RadixCache
 from ponder.engine.results import TokenEvent
 from ponder.engine.sequence import Sequence, Status
+from ponder.engine.speculative import make_proposer
 
 log = logging.getLogger("ponder.engine")
 
@@ -57,7 +58,7 @@ class ScheduledChunk:
 class Scheduler:
     def __init__(self, kv: KVCache, rules: FinishRules, token_budget: int = 512, max_running: int = 256,
                  prefix_cache: bool = True, speculative: str = "off", speculative_tokens: int = 8,
-                 speculative_max_batch: int = 4):
+                 speculative_max_batch: int = 4, speculative_shared: bool = False):
         self.kv = kv
         self.rules = rules
         self.radix = RadixCache(kv) if prefix_cache else None
@@ -67,6 +68,9 @@ class Scheduler:
         # memory bandwidth, i.e. when few sequences decode together (see BENCHMARKS.md).
         self.speculative = speculative  # "off", "lookup" or "recycling" (engine/speculative.py)
         self.speculative_tokens = speculative_tokens  # at most this many draft nodes per step
+        # opt-in: one proposer for every request, so drafts (speed, never tokens) depend on history
+        self._shared_proposer = (make_proposer(speculative)
+                                 if speculative_shared and speculative != "off" else None)
         self.speculative_max_batch = speculative_max_batch
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
@@ -79,7 +83,7 @@ class Scheduler:
         self.waiting.append(seq)
         if self.speculative != "off" and not seq.scoring:
             # one proposer per request, shared by its samples: nothing crosses requests
-            seq.proposer = speculative.make_proposer(self.speculative)
+            seq.proposer = self._shared_proposer or make_proposer(self.speculative)
         for s in seq.siblings:
             s.status = Status.PARKED
             s.proposer = seq.proposer
