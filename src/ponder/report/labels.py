@@ -7,7 +7,8 @@ import time
 
 
 def run_label(run: dict) -> str:
-    """"majority n=16", "best-of-n n=8 verifier +calc 3-shot", "beam w=2", or "greedy"."""
+    """"majority n=16", "best-of-n n=8 verifier +calc 3-shot", "majority n=4 +calc 3-shot cat" (shots of the
+    problem's own category), "beam w=2", or "greedy"."""
     c = run["config"]
     options = c.get("options", {})
     label = run["strategy"]
@@ -20,7 +21,7 @@ def run_label(run: dict) -> str:
     if c.get("tools"):
         label += f" +{','.join(c['tools'])}"
     if c.get("shots"):
-        label += f" {c['shots']}-shot" + (" same-category" if c.get("shot_match") == "category" else "")
+        label += f" {c['shots']}-shot" + (" cat" if c.get("shot_match") == "category" else "")
     return label
 
 
