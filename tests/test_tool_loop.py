@@ -92,6 +92,33 @@ def test_until_the_first_trigger_a_sample_is_the_plain_sample(tiny, prompt, trig
             assert t.text[:cut + 1] == p.text[:cut + 1]
 
 
+class Recorder(Marker):
+    """Marker that keeps the text each call was read from."""
+
+    def __init__(self, trigger):
+        super().__init__(trigger)
+        self.seen = []
+
+    def find_call(self, text):
+        self.seen.append(text)
+        return super().find_call(text)
+
+
+def test_a_call_is_read_from_the_whole_line_including_the_prompts_open_part(tiny, prompt, trigger):
+    """smc and beam continue prompt + partial answer: an expression begun in the prompt's last line
+    belongs to the call; a chat prompt ends its line, so nothing of it is read."""
+    open_line = tiny.encode("so 7 * 6")
+    [plain] = tiny.generate([prompt + open_line], PARAMS)
+    text = plain.samples[0].text  # a character this prompt's samples write, as the trigger
+    rec = Recorder(next(c for c in text[len(text) // 3:] if c.isprintable() and not c.isspace() and c not in "[]"))
+    ToolBackend(tiny, [rec]).generate([prompt + open_line], PARAMS)
+    assert rec.seen and all(t.startswith(tiny.decode(open_line)) for t in rec.seen)
+    fresh = Recorder(trigger)
+    [g] = ToolBackend(tiny, [fresh]).generate([prompt], PARAMS)
+    firsts = [s.text[:s.text.find(trigger)] for s in g.samples if trigger in s.text]
+    assert fresh.seen and set(fresh.seen) >= set(firsts) and not any("assistant" in t for t in fresh.seen)
+
+
 class Stuck(PythonTool):
     """The python tool, handed a program that never ends, whatever the model wrote."""
 

@@ -13,6 +13,9 @@ server without ponder's tool support gets, and it gives the same text on every b
 - Determinism: the first round is the plain request (n samples forked from one prefill); round r
   of sample i continues with seed derive_seed(seed, "tool", first_sample + i, r), whatever else
   is in the batch.
+- A call is read from the text so far *including the prompt's unfinished last line*: a strategy that
+  grows an answer in steps (smc, beam) submits prompt + partial answer, and an expression begun in
+  one step ("54 // 10 %") and closed in the next ("10 =") is one call, not a call on "10".
 - A tool's error or timeout is text for the model (the tool never raises); after MAX_CALLS calls a
   sample's triggers are ignored, so no sample loops forever.  A call made with the last token of
   the budget still gets its result spliced (forced tokens cost no budget); then the sample ends.
@@ -39,6 +42,7 @@ class _Run:
     """One sample in progress."""
 
     index: int  # sample number within its request's seed stream
+    line: str = ""  # the prompt's unfinished last line, which a call may begin in
     ids: list[int] = field(default_factory=list)  # generated and forced, in order
     mask: list[bool] = field(default_factory=list)  # True for forced (tool) tokens
     logprobs: list[float] = field(default_factory=list)  # of the model's tokens only
@@ -86,7 +90,9 @@ class ToolBackend(Backend):
         per = [p.with_seed() for p in (params if isinstance(params, list) else [params] * len(prompts))]
         stops = tuple(self.triggers)
         first = self.inner.generate(prompts, [replace(p, stop=tuple(dict.fromkeys(p.stop + stops))) for p in per])
-        runs = [[_Run(p.first_sample + i) for i in range(len(g.samples))] for p, g in zip(per, first)]
+        lines = [self._open_line(p) for p in prompts]
+        runs = [[_Run(p.first_sample + i, lines[r]) for i in range(len(g.samples))]
+                for r, (p, g) in enumerate(zip(per, first))]
         pending = []  # (request, run, sample just generated)
         for r, (g, rs) in enumerate(zip(first, runs)):
             pending += [(r, run, s) for run, s in zip(rs, g.samples)]
@@ -121,7 +127,7 @@ class ToolBackend(Backend):
             self._keep(run, s.token_ids, s.logprobs, s.text)
             return False
         tool = self.triggers[trigger]
-        before = run.text + s.text
+        before = run.line + run.text + s.text
         splice = trigger
         if len(run.calls) < MAX_CALLS:
             call = tool.find_call(before)
@@ -147,6 +153,13 @@ class ToolBackend(Backend):
             return False
         run.finish = "length"
         return True
+
+    OPEN_LINE_TOKENS = 64  # how far back the prompt's last line is looked for (an expression is shorter)
+
+    def _open_line(self, prompt_ids) -> str:
+        """The prompt's text after its last line break ("" when it ends a line, as a chat prompt does)."""
+        tail = self.inner.decode(list(prompt_ids[-self.OPEN_LINE_TOKENS:]))
+        return tail.rsplit("\n", 1)[-1] if "\n" in tail else tail
 
     @staticmethod
     def _keep(run: _Run, ids, logprobs, text):
