@@ -31,19 +31,39 @@ def cut_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, str | None]:
     return text[:at], stop[i]
 
 
+def round_stop(text: str, stop: tuple[str, ...], triggers) -> tuple[str, str] | None:
+    """("stop", s) or ("tool", trigger) for the earliest stop string or trigger in a round's text."""
+    cut, which = cut_at_stop(text, tuple(dict.fromkeys(tuple(stop) + tuple(triggers))))
+    if which is None:
+        return None
+    rest = text[len(cut):]
+    hit = next((s for s in stop if s and rest.startswith(s)), None)
+    if hit is not None:
+        return "stop", hit
+    return "tool", max((t for t in triggers if rest.startswith(t)), key=len)
+
+
 class FinishRules:
     def __init__(self, eos_ids: Collection[int], context_length: int, decode: Callable[[list[int]], str]):
         self.eos_ids = eos_ids
         self.context_length = context_length
         self.decode = decode
 
-    def reason(self, output_ids: list[int], length: int, params: SamplingParams) -> str | None:
-        """Why a sample whose last drawn token is output_ids[-1] (total length `length`) ends, or None."""
+    def reason(self, output_ids: list[int], length: int, params: SamplingParams, since: int = 0,
+               forced: int = 0, triggers=()) -> str | None:
+        """Why a sample whose last drawn token is output_ids[-1] (total length `length`) ends, or None.
+
+        With tools (engine/tool_calls.py): stop strings and `triggers` are looked for in the text
+        drawn since output index `since` (the round), "tool" means the sample pauses at a trigger,
+        and the `forced` tokens of the output do not count against max_tokens.
+        """
         if is_stop_token(output_ids[-1], params, self.eos_ids):
             return "stop"
-        if params.stop and cut_at_stop(self.decode(output_ids), params.stop)[1] is not None:
-            return "stop"
-        if len(output_ids) >= params.max_tokens or length >= self.context_length:
+        if params.stop or triggers:
+            hit = round_stop(self.decode(output_ids[since:]), params.stop, triggers)
+            if hit is not None:
+                return hit[0]
+        if len(output_ids) - forced >= params.max_tokens or length >= self.context_length:
             return "length"
         return None
 

@@ -11,10 +11,17 @@ from __future__ import annotations
 
 from ponder.engine.sampling_params import SamplingParams
 from ponder.engine.sequence import Sequence
+from ponder.engine.tool_calls import ToolState
 
 
-def samples(request_id: int, prompt_ids: list[int], params: SamplingParams) -> list[Sequence]:
-    """Sample 0, whose siblings are samples 1..n-1 (all n returned, in sample order)."""
-    first = Sequence(request_id, 0, list(prompt_ids), params)
-    first.siblings = [Sequence(request_id, i, list(prompt_ids), params) for i in range(1, params.n)]
+def samples(request_id: int, prompt_ids: list[int], params: SamplingParams, tools=None) -> list[Sequence]:
+    """Sample 0, whose siblings are samples 1..n-1 (all n returned, in sample order).
+
+    tools: None, or trigger -> tool; each sample gets its own ToolState."""
+
+    def one(i):
+        return Sequence(request_id, i, list(prompt_ids), params, tools=ToolState(dict(tools)) if tools else None)
+
+    first = one(0)
+    first.siblings = [one(i) for i in range(1, params.n)]
     return [first, *first.siblings]

@@ -6,6 +6,11 @@ and runs the model.  `generate` turns prompts (text, token ids or chat
 messages) into requests and steps until every sample has finished.  A request
 with n > 1 is prefilled once; its other samples fork from the first, sharing
 the prompt's KV blocks.  Scoring (teacher forcing) is a request like any other.
+
+A request may carry tools (objects with the tools/base.py interface): a sample that
+writes a tool's trigger pauses, the tool runs on the engine's small thread pool
+(tool_runner.py) while the other sequences keep stepping, and its result is
+spliced as forced tokens computed on top of the sample's KV (tool_calls.py).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from ponder.engine.sampling_params import SamplingParams
 from ponder.engine.scheduler import Scheduler
 from ponder.engine.speculative import MODES
 from ponder.engine.sequence import Sequence
+from ponder.engine.tool_runner import ToolRunner
 from ponder.errors import ContextLengthError, InvalidParameterError
 from ponder.loading.model_files import LoadedModel, load_model
 
@@ -72,6 +78,7 @@ class Engine:
                                     speculative=speculative, speculative_tokens=speculative_tokens,
                                     speculative_shared=speculative_shared,
                                     speculative_max_batch=speculative_max_batch)
+        self._tools = ToolRunner(self._scheduler, lambda text: self.tokenizer.encode(text, add_bos=False))
         self._prompts = prompts.PromptChecker(c.vocab_size, c.context_length, kv_positions)
         self._costs = CostModel(c, self._runner.model.nbytes())
         self._request_ids = itertools.count()
@@ -93,13 +100,15 @@ class Engine:
     def check_token_ids(self, ids: list[int], field: str = "prompt") -> None:
         self._prompts.check_ids(ids, field)
 
-    def add_request(self, prompt: Prompt, params: SamplingParams) -> int:
+    def add_request(self, prompt: Prompt, params: SamplingParams, tools=None) -> int:
+        """A generation request; tools: None or a list of tools (tools/base.py) its samples may call."""
         params = params.with_seed()
+        triggers = _triggers(tools)
         ids = self.encode_prompt(prompt)
         self.check_prompt(ids)
         self._prompts.check_ids(params.stop_token_ids, "stop_token_ids")
         rid = next(self._request_ids)
-        return self._add(Request(rid, prompt, ids, params, forking.samples(rid, ids, params)))
+        return self._add(Request(rid, prompt, ids, params, forking.samples(rid, ids, params, triggers)))
 
     def add_score(self, tokens: list[int], start: int = 1, top_logprobs: int = 0, visit=None) -> int:
         """A scoring request: the logprob of each of tokens[start:] given what precedes it.
@@ -157,18 +166,31 @@ class Engine:
         self._scheduler.add(req.samples[0])
         return req.id
 
-    def step(self) -> list[TokenEvent]:
-        """Run one forward step; returns the tokens it appended."""
+    def step(self, wait: float | None = None) -> list[TokenEvent]:
+        """Run one forward step; returns the tokens it appended (tool results spliced in included).
+
+        When every live sample waits for a tool, it first waits for one to finish: at most `wait`
+        seconds (None: as long as it takes); if none has by then it returns without a step.
+        """
+        events = self._tools.collect()
         chunks = self._scheduler.schedule()
+        if not chunks and self._tools.busy:
+            events += self._tools.collect(wait)
+            chunks = self._scheduler.schedule()
         if not chunks:
+            if events or self._tools.busy or not self._scheduler.has_work():
+                return events
             raise ContextLengthError("the KV pool is too small for any waiting request")  # pragma: no cover
         logits, ranges = self._runner.run(chunks, self._kv.k, self._kv.v)
         n_tokens = sum(c.length for c in chunks)
         for c in chunks:
             self._requests[c.seq.request_id].cost.add(self._costs.chunk(c.start, c.length, n_tokens))
-        events, failed = self._scheduler.postprocess(chunks, logits, ranges)
+        stepped, failed = self._scheduler.postprocess(chunks, logits, ranges)
+        events += stepped
         for seq in failed:  # the whole request fails; nothing else in the batch does
             self.abort(seq.request_id)
+        for seq in self._scheduler.take_pauses():
+            events += self._tools.start(seq)
         self._steps += 1
         return events
 
@@ -192,11 +214,12 @@ class Engine:
             self.step()
         return [self.pop_result(r) for r in request_ids]
 
-    def generate(self, prompts: Prompt | list[Prompt], params: SamplingParams | None = None) -> list[GenerationResult]:
+    def generate(self, prompts: Prompt | list[Prompt], params: SamplingParams | None = None,
+                 tools=None) -> list[GenerationResult]:
         """Generate for one prompt or a list of prompts; returns one result per prompt (raises if one failed)."""
         params = params or SamplingParams()
         batch = prompts if _is_prompt_list(prompts) else [prompts]
-        ids = [self.add_request(p, params) for p in batch]
+        ids = [self.add_request(p, params, tools) for p in batch]
         return _raise_failed(self.run_until_done(ids))
 
     def forward_rows(self, tokens: list[int], first_row: int, visit) -> None:
@@ -246,6 +269,22 @@ class Engine:
         from ponder.engine import transcript as t
 
         return t.verify(self, transcript)
+
+
+def _triggers(tools) -> dict | None:
+    """trigger -> tool for a request's tools (None without any); a malformed list is the caller's error."""
+    if not tools:
+        return None
+    out = {}
+    for t in tools:
+        trig = getattr(t, "trigger", None)
+        if not (isinstance(trig, str) and trig and callable(getattr(t, "find_call", None))
+                and callable(getattr(t, "run", None))):
+            raise InvalidParameterError(f"tools: {t!r} is not a tool (a trigger, find_call and run)", "tools")
+        if trig in out:
+            raise InvalidParameterError(f"tools: two tools have the trigger {trig!r}", "tools")
+        out[trig] = t
+    return out
 
 
 def _raise_failed(results: list) -> list:

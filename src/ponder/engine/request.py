@@ -35,9 +35,21 @@ class Request:
         """The finished request as the caller sees it (each sample as `finish.shown` decides)."""
         if self.kind == "score":
             return ScoreResult(self.prompt_ids, self.scores, self.error)
-        outs = [SampleOutput(s.sample_index, list(s.output_ids),
-                             shown(s.output_ids, s.logprobs, s.top_logprobs, s.finish_reason, s.params, eos_ids,
-                                   decode).text,
-                             s.logprobs, s.finish_reason, s.top_logprobs) for s in self.samples]
+        outs = [_output(s, eos_ids, decode) for s in self.samples]
         return GenerationResult(self.prompt, self.prompt_ids, outs, self.params.seed, self.params, usage(self),
                                 self.error)
+
+
+def _output(s: Sequence, eos_ids, decode) -> SampleOutput:
+    """One sample's output.  With tools, its text is the text of its earlier rounds (kept and forced
+    text, engine/tool_calls.py) followed by what the last round shows: stop strings only end a round."""
+    st = s.tools
+    rs = st.round_start if st is not None else 0
+    view = shown(s.output_ids[rs:], s.logprobs[rs:], None, s.finish_reason, s.params, eos_ids, decode)
+    out = SampleOutput(s.sample_index, list(s.output_ids), view.text, s.logprobs, s.finish_reason, s.top_logprobs)
+    if st is not None:
+        out.text = st.text + view.text
+        out.tool_mask = st.mask(len(s.output_ids))
+        out.tool_calls = [dict(c) for c in st.calls]
+        out.drawn_tokens = len(s.output_ids) - st.forced + st.dropped
+    return out

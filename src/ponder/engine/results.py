@@ -17,6 +17,12 @@ class SampleOutput:
     logprobs: list[float]
     finish_reason: str  # "stop", "length", "abort" or "error"
     top_logprobs: list[list[tuple[int, float]]] = field(default_factory=list)
+    # with tools (engine/tool_calls.py): True for each forced (tool) token of token_ids (their
+    # logprob is 0.0: not the model's), each call with the span of its forced tokens, and the
+    # tokens the model drew (forced ones not counted, tokens dropped at a trigger counted)
+    tool_mask: list[bool] | None = None
+    tool_calls: list[dict] | None = None
+    drawn_tokens: int | None = None
 
 
 @dataclass
@@ -66,3 +72,4 @@ class TokenEvent:
     logprob: float
     finish_reason: str | None  # set on the sample's last token
     top_logprobs: list[tuple[int, float]] | None = None  # when the request asked for alternatives
+    tool: bool = False  # a forced token of a tool's result (or of a trigger re-encoded), not drawn

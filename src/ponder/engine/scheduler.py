@@ -18,7 +18,10 @@ still holds.  A full pool delays requests but never drops them.
 After the model ran, `postprocess` records what was computed, draws the next
 token of every sequence whose pending tokens are all computed (walking down its
 draft tree while the drawn token is one of the node's children), applies the finish rules, forks the other samples of a
-request at its first draw, and hands scoring rows to their visitor.  A failure
+request at its first draw, pauses a sample whose new text ends a tool trigger
+(status TOOL: it keeps its blocks and leaves the batch until `resume` appends the
+tool's result as forced tokens; engine/tool_calls.py has the rule), and hands
+scoring rows to their visitor.  A failure
 while post-processing one sequence finishes that sequence with reason "error";
 the other sequences of the step are unaffected.
 """
@@ -33,12 +36,13 @@ import numpy as np
 
 from ponder.engine import sampler
 from ponder.engine.draft_tree import DraftTree
-from ponder.engine.finish import FinishRules
+from ponder.engine.finish import FinishRules, round_stop
 from ponder.engine.kv_cache import KVCache
 from ponder.engine.radix_cache import RadixCache
 from ponder.engine.results import TokenEvent
 from ponder.engine.sequence import Sequence, Status
 from ponder.engine.speculative import make_proposer
+from ponder.engine.tool_calls import call_record, pause_at
 
 log = logging.getLogger("ponder.engine")
 
@@ -74,6 +78,8 @@ class Scheduler:
         self.speculative_max_batch = speculative_max_batch
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
+        self.paused: list[Sequence] = []  # waiting for a tool (status TOOL)
+        self.new_pauses: list[Sequence] = []  # paused since the engine last took them (take_pauses)
         self.num_preemptions = 0
         self._drafting = False  # this step's drafting decision (few sequences decode)
 
@@ -109,8 +115,48 @@ class Scheduler:
         seq.num_forced += len(token_ids)
         self._drop_draft(seq)
 
+    def resume(self, seq: Sequence, forced_ids: list[int], forced_text: str, result=None) -> list[TokenEvent]:
+        """Splice a paused sample's forced tokens (the rest of its trigger and the tool's output) and
+        put it back in the batch; returns their events (marked as tool tokens).
+
+        A sample aborted while its tool ran stays finished.  With the budget of model tokens used up,
+        or the context full, the sample ends ("length") after the splice.
+        """
+        st = seq.tools
+        if seq.finished or st is None or st.pause is None:
+            return []
+        room = self.rules.context_length - len(seq)
+        forced_ids = list(forced_ids[:room])
+        at = len(seq.output_ids)
+        st.text += st.pause.kept_text + forced_text
+        if result is not None:
+            st.calls.append(call_record(result, at, len(forced_ids)))
+        self.append_forced(seq, forced_ids)
+        st.spans += [(at, len(seq.output_ids))] if forced_ids else []
+        st.round_start = len(seq.output_ids)
+        st.pause = None
+        self.paused.remove(seq)
+        end = None
+        if len(seq.output_ids) - st.forced >= seq.params.max_tokens or len(seq) >= self.rules.context_length:
+            end = "length"
+        events = [TokenEvent(seq.request_id, seq.sample_index, t, 0.0, None, [] if seq.params.logprobs else None,
+                             tool=True) for t in forced_ids]
+        if end:
+            if events:
+                events[-1].finish_reason = end
+            self.finish(seq, end)
+        else:
+            seq.status = Status.RUNNING
+            self.running.append(seq)
+        return events
+
+    def take_pauses(self) -> list[Sequence]:
+        """The samples paused at a trigger since the last call (the engine starts their tools)."""
+        out, self.new_pauses = self.new_pauses, []
+        return [s for s in out if s.status is Status.TOOL]
+
     def has_work(self) -> bool:
-        return bool(self.waiting or self.running)
+        return bool(self.waiting or self.running or self.paused)
 
     # -- one step ----------------------------------------------------------------------
     def schedule(self) -> list[ScheduledChunk]:
@@ -215,7 +261,11 @@ class Scheduler:
             seq.logprobs.append(float(logprobs[token]))
             if p.logprobs:
                 seq.top_logprobs.append(sampler.top_logprobs(logprobs, p.logprobs))
-            reason = self.rules.reason(seq.output_ids, len(seq), p)
+            st = seq.tools
+            reason = (self.rules.reason(seq.output_ids, len(seq), p) if st is None else
+                      self.rules.reason(seq.output_ids, len(seq), p, st.round_start, st.forced, st.tools))
+            if reason == "tool":  # its event, if the token stays, comes from _pause
+                break
             events.append(TokenEvent(seq.request_id, seq.sample_index, token, seq.logprobs[-1], reason,
                                      seq.top_logprobs[-1] if p.logprobs else None))
             if reason:
@@ -230,8 +280,33 @@ class Scheduler:
             seq.spec_accepted += len(events) - 1
             if node >= 0 and tree.branch_of[node] > 0:  # before finishing: the prefix cache takes these blocks
                 self._adopt_branch(seq, tree, tree.branch_of[node])
-        if reason:
+        if reason == "tool":
+            events.extend(self._pause(seq))
+        elif reason:
             self.finish(seq, reason)
+        return events
+
+    def _pause(self, seq: Sequence) -> list[TokenEvent]:
+        """The sample's round ends at a tool trigger: drop what ran past it, leave the batch, keep the blocks."""
+        st = seq.tools
+        rs = st.round_start
+        _, trigger = round_stop(self.rules.decode(seq.output_ids[rs:]), seq.params.stop, st.tools)
+        pause = pause_at(self.rules.decode, seq.output_ids[rs:], trigger)
+        events = []
+        if rs + pause.kept == len(seq.output_ids):  # the trigger's last token stays: it is streamed
+            events.append(TokenEvent(seq.request_id, seq.sample_index, seq.output_ids[-1], seq.logprobs[-1], None,
+                                     seq.top_logprobs[-1] if seq.params.logprobs else None))
+        end = rs + pause.kept
+        st.dropped += len(seq.output_ids) - end
+        del seq.output_ids[end:], seq.logprobs[end:]
+        if seq.params.logprobs:
+            del seq.top_logprobs[end:]
+        seq.num_computed = min(seq.num_computed, len(seq))
+        st.pause = pause
+        seq.status = Status.TOOL
+        self.running.remove(seq)
+        self.paused.append(seq)
+        self.new_pauses.append(seq)
         return events
 
     def _propose_drafts(self) -> None:
@@ -295,6 +370,8 @@ class Scheduler:
             self.running.remove(seq)
         elif seq in self.waiting:
             self.waiting.remove(seq)
+        elif seq in self.paused:
+            self.paused.remove(seq)
         self.cache_computed(seq, final=True)
         self._free_blocks(seq)
         seq.finish_reason = reason
@@ -353,5 +430,5 @@ class Scheduler:
         return {"waiting_sequences": len(self.waiting), "running_sequences": len(self.running),
                 "waiting_requests": len({s.request_id for s in self.waiting}),
                 "running_requests": len({s.request_id for s in self.running}),
-                "preemptions": self.num_preemptions,
+                "preemptions": self.num_preemptions, "tool_sequences": len(self.paused),
                 "prefix_cache_nodes": self.radix.num_nodes if self.radix is not None else 0}

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from ponder.engine.draft_tree import DraftTree
 from ponder.engine.sampling_params import SamplingParams
 from ponder.engine.speculative import Proposer
+from ponder.engine.tool_calls import ToolState
 
 _ids = itertools.count()
 
@@ -24,6 +25,7 @@ class Status(enum.Enum):
     WAITING = "waiting"  # tokens to compute, not yet admitted (or preempted)
     RUNNING = "running"
     PARKED = "parked"  # sample i > 0 of a request, waiting for sample 0's prefill to fork from
+    TOOL = "tool"  # paused at a tool trigger: keeps its blocks, out of the batch until the result is spliced
     FINISHED = "finished"
 
 
@@ -38,6 +40,7 @@ class Sequence:
     score_from: int | None = None
     visit: Callable | None = None
     siblings: list[Sequence] = field(default_factory=list)  # samples 1..n-1, forked at the first draw
+    tools: ToolState | None = None  # a sample that may call tools (engine/tool_calls.py)
     output_ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     top_logprobs: list[list[tuple[int, float]]] = field(default_factory=list)

@@ -16,9 +16,13 @@ def forked_tokens(samples: int, prompt_tokens: int) -> int:
 def usage(req: Request) -> dict:
     c = req.cost
     forked = len(req.samples) if req.samples[0].output_ids else 1  # forks happen at sample 0's first draw
+    forced = sum(s.tools.forced for s in req.samples if s.tools is not None)
+    tools = {} if req.samples[0].tools is None else {  # tool output is not the model's: counted apart
+        "tool_tokens": forced, "tool_calls": sum(len(s.tools.calls) for s in req.samples)}
     return {
         "prompt_tokens": len(req.prompt_ids),
-        "completion_tokens": sum(len(s.output_ids) for s in req.samples),
+        "completion_tokens": sum(len(s.output_ids) for s in req.samples) - forced,
+        **tools,
         "cached_tokens": req.samples[0].num_cached,  # prompt tokens served by the prefix cache
         "forked_tokens": forked_tokens(forked, len(req.prompt_ids)),
         "computed_tokens": c.computed_tokens,

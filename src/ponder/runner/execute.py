@@ -17,7 +17,6 @@ from ponder.errors import InvalidParameterError, PonderError
 from ponder.runner.config import RunConfig
 from ponder.store import StoreError, process
 from ponder.strategies import Backend, Judge, derive_seed, make_strategy
-from ponder.strategies.tool_loop import ToolBackend
 from ponder.tasks import has_verifier, load_problems, load_shots, messages, shots_for
 from ponder.tools import exemplar_messages, get_tools, parse_tool_names
 
@@ -115,8 +114,9 @@ def chat(config: RunConfig, problem, shots) -> list[dict]:
 
 
 def with_tools(config: RunConfig, backend: Backend) -> Backend:
-    """The backend the strategy sees: with the client-side tool loop when the run has tools."""
-    return ToolBackend(backend, get_tools(config.tools)) if config.tools else backend
+    """The backend the strategy sees: with tools when the run has them (the engine runs them in its
+    decoding loop; other backends run the client-side tool loop)."""
+    return backend.with_tools(get_tools(config.tools)) if config.tools else backend
 
 
 def execute(config: RunConfig, backend: Backend, store, run_id: int | None = None, on_progress=None,

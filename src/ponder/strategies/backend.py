@@ -119,14 +119,26 @@ class Backend(ABC):
     def warm(self, prompt_ids: list[int]) -> None:
         """Prefill a prompt into the prefix cache before several requests share it (optional)."""
 
+    def with_tools(self, tools: list) -> Backend:
+        """This backend with tools its samples may call: by default the client-side tool loop
+        (strategies/tool_loop.py), which works against any server."""
+        from ponder.strategies.tool_loop import ToolBackend
+
+        return ToolBackend(self, tools)
+
 
 class EngineBackend(Backend):
-    """The in-process ponder Engine."""
+    """The in-process ponder Engine.  With tools, the engine runs them in its decoding loop
+    (engine/tool_runner.py): the same tokens as the client-side loop, without a request per round."""
 
-    def __init__(self, engine):
+    def __init__(self, engine, tools: list | None = None):
         super().__init__()
         self.engine = engine
+        self.tools = list(tools) if tools else None
         self._info = None
+
+    def with_tools(self, tools):
+        return EngineBackend(self.engine, tools)
 
     def model_info(self) -> dict:
         if self._info is None:
@@ -161,7 +173,7 @@ class EngineBackend(Backend):
         ids = []
         try:
             for p, sp in zip(prompts, per):
-                ids.append(self.engine.add_request(list(p), sp))
+                ids.append(self.engine.add_request(list(p), sp, self.tools))
         except Exception:
             for rid in ids:  # a later prompt was rejected: do not leave the earlier ones running
                 self.engine.abort(rid)
@@ -173,15 +185,25 @@ class EngineBackend(Backend):
             raise failed
         gens = []
         for prompt, sp, r in zip(prompts, per, results):
-            usage = usage_of(r.prompt_token_ids, [len(o.token_ids) for o in r.outputs], r.usage["cached_tokens"],
+            samples = [self._sample(o, sp) for o in r.outputs]
+            usage = usage_of(r.prompt_token_ids, [s.generated for s in samples], r.usage["cached_tokens"],
                              r.usage["forked_tokens"])
+            usage.tool_tokens = r.usage.get("tool_tokens", 0)
+            usage.tool_calls = r.usage.get("tool_calls", 0)
             self.usage = self.usage + usage
-            gens.append(Generation(list(r.prompt_token_ids), [self._sample(o, sp) for o in r.outputs], usage))
+            gens.append(Generation(list(r.prompt_token_ids), samples, usage))
         return gens
 
     def _sample(self, o, params) -> Sample:
-        return make_sample(list(o.token_ids), o.text, list(o.logprobs), o.finish_reason, params,
-                           self.engine.tokenizer.eos_ids)
+        eos = self.engine.tokenizer.eos_ids
+        if o.tool_mask is None:
+            return make_sample(list(o.token_ids), o.text, list(o.logprobs), o.finish_reason, params, eos)
+        s = make_sample(list(o.token_ids), o.text, list(o.logprobs), o.finish_reason, params, eos)
+        s.tool_mask = o.tool_mask[:len(s.token_ids)]
+        s.logprobs = [lp for lp, m in zip(s.logprobs, s.tool_mask) if not m]  # the model's tokens only
+        s.tool_calls = [dict(c) for c in o.tool_calls]
+        s.generated = o.drawn_tokens
+        return s
 
 
 def make_sample(ids: list[int], text: str, logprobs: list[float], reason: str, params: SamplingParams,

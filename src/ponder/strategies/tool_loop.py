@@ -7,34 +7,32 @@ sample continues as a new request whose prompt is prompt + everything so far (th
 of the local engine, or of a server that has one, recomputes none of it).  This is what a remote
 server without ponder's tool support gets, and it gives the same text on every backend.
 
+The rule (which tokens stay at a trigger, what is forced in, stop strings per round, the budget,
+seeds) is engine/tool_calls.py's, the one the engine follows when it runs tools itself
+(EngineBackend with tools), so both paths give the same tokens for the same request and seed:
+
 - Forced tokens are marked: `Sample.tool_mask` is True for them, `Sample.logprobs` holds only
   the model's own tokens (so likelihood scores leave tool output out), and `Usage.tool_tokens`
   counts them apart from generated tokens.  `max_tokens` budgets the model's tokens only.
-- Determinism: the first round is the plain request (n samples forked from one prefill); round r
-  of sample i continues with seed derive_seed(seed, "tool", first_sample + i, r), whatever else
-  is in the batch.
-- A call is read from the text so far *including the prompt's unfinished last line*: a strategy that
-  grows an answer in steps (smc, beam) submits prompt + partial answer, and an expression begun in
-  one step ("54 // 10 %") and closed in the next ("10 =") is one call, not a call on "10".
+- Determinism: the first round is the plain request (n samples forked from one prefill); every
+  later round of sample i continues with the same seed as sample number first_sample + i (draws
+  are keyed by position), whatever else is in the batch.
 - A tool's error or timeout is text for the model (the tool never raises); after MAX_CALLS calls a
-  sample's triggers are ignored, so no sample loops forever.  A call made with the last token of
-  the budget still gets its result spliced (forced tokens cost no budget); then the sample ends.
+  sample's triggers are kept as text, so no sample loops forever.  A call made with the last token
+  of the budget still gets its result spliced (forced tokens cost no budget); then the sample ends
+  with "length".
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field, replace
 
+from ponder.engine.finish import round_stop
+from ponder.engine.tool_calls import MAX_CALLS, call_record, find_call, pause_at, run_tool
 from ponder.strategies.backend import Backend, Generation, Sample, Usage
 from ponder.tools import Tool
 
-MAX_CALLS = 8
-
-
-def _seed(*parts) -> int:
-    h = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).digest()
-    return int.from_bytes(h, "little") >> 1
+__all__ = ["MAX_CALLS", "ToolBackend"]
 
 
 @dataclass
@@ -42,7 +40,6 @@ class _Run:
     """One sample in progress."""
 
     index: int  # sample number within its request's seed stream
-    line: str = ""  # the prompt's unfinished last line, which a call may begin in
     ids: list[int] = field(default_factory=list)  # generated and forced, in order
     mask: list[bool] = field(default_factory=list)  # True for forced (tool) tokens
     logprobs: list[float] = field(default_factory=list)  # of the model's tokens only
@@ -90,9 +87,7 @@ class ToolBackend(Backend):
         per = [p.with_seed() for p in (params if isinstance(params, list) else [params] * len(prompts))]
         stops = tuple(self.triggers)
         first = self.inner.generate(prompts, [replace(p, stop=tuple(dict.fromkeys(p.stop + stops))) for p in per])
-        lines = [self._open_line(p) for p in prompts]
-        runs = [[_Run(p.first_sample + i, lines[r]) for i in range(len(g.samples))]
-                for r, (p, g) in enumerate(zip(per, first))]
+        runs = [[_Run(p.first_sample + i) for i in range(len(g.samples))] for p, g in zip(per, first)]
         pending = []  # (request, run, sample just generated)
         for r, (g, rs) in enumerate(zip(first, runs)):
             pending += [(r, run, s) for run, s in zip(rs, g.samples)]
@@ -104,7 +99,7 @@ class ToolBackend(Backend):
             if not todo:
                 break
             conts = [list(prompts[r]) + run.ids for r, run in todo]
-            cparams = [replace(per[r], n=1, first_sample=0, seed=_seed(per[r].seed, "tool", run.index, run.rounds),
+            cparams = [replace(per[r], n=1, first_sample=run.index,
                                max_tokens=per[r].max_tokens - run.model_tokens,
                                stop=tuple(dict.fromkeys(per[r].stop + stops)))
                        for r, run in todo]
@@ -122,45 +117,26 @@ class ToolBackend(Backend):
         run.rounds += 1
         run.generated += s.generated
         run.finish = s.finish_reason
-        trigger = self._trigger(s, params)
-        if trigger is None:
+        hit = round_stop(self.inner.decode(s.token_ids), params.stop, self.triggers) if s.finish_reason == "stop" else None
+        if hit is None or hit[0] != "tool":
             self._keep(run, s.token_ids, s.logprobs, s.text)
             return False
-        tool = self.triggers[trigger]
-        before = run.line + run.text + s.text
-        splice = trigger
-        if len(run.calls) < MAX_CALLS:
-            call = tool.find_call(before)
-            if call is not None:
-                res = tool.run(call)
-                run.calls.append({**res.to_dict(), "at_token": len(run.ids)})
-                self._tool.tool_calls += 1
-                splice += res.output
-        # keep the model's tokens up to the trigger; a token that runs past it is re-encoded as forced text
-        target = s.text + trigger
-        k = len(s.token_ids)
-        while k and not target.startswith(self.inner.decode(s.token_ids[:k])):
-            k -= 1
-        kept = self.inner.decode(s.token_ids[:k])
-        self._keep(run, s.token_ids[:k], s.logprobs[:k], kept)
-        forced_text = target[len(kept):] + splice[len(trigger):]
+        pause = pause_at(self.inner.decode, s.token_ids, hit[1])
+        tool = self.triggers[pause.trigger]
+        self._keep(run, s.token_ids[:pause.kept], s.logprobs[:pause.kept], pause.kept_text)
+        call = find_call(tool, run.text) if len(run.calls) < MAX_CALLS else None
+        res = run_tool(tool, call) if call is not None else None
+        forced_text = pause.rest + (res.output if res is not None else "")
         forced = self.inner.encode(forced_text) if forced_text else []
+        if res is not None:
+            run.calls.append(call_record(res, len(run.ids), len(forced)))
+            self._tool.tool_calls += 1
         run.ids += forced
         run.mask += [True] * len(forced)
         run.text += forced_text
         self._tool.tool_tokens += len(forced)
-        if run.model_tokens >= params.max_tokens:  # out of budget: the result is spliced, the answer ends
-            return False
         run.finish = "length"
-        return True
-
-    OPEN_LINE_TOKENS = 64  # how far back the prompt's last line is looked for (an expression is shorter)
-
-    def _open_line(self, prompt_ids) -> str:
-        """The prompt's text after its last line break ("" when it ends a line, as a chat prompt does)."""
-        tail = self.inner.decode(list(prompt_ids[-self.OPEN_LINE_TOKENS:]))
-        return tail.rsplit("\n", 1)[-1] if "\n" in tail else tail
-
+        return run.model_tokens < params.max_tokens  # out of budget: the result is spliced, the answer ends
     @staticmethod
     def _keep(run: _Run, ids, logprobs, text):
         run.ids += list(ids)
@@ -168,14 +144,3 @@ class ToolBackend(Backend):
         run.logprobs += list(logprobs)
         run.text += text
         run.model_tokens += len(ids)
-
-    def _trigger(self, s: Sample, params) -> str | None:
-        """The tool trigger the sample stopped at, if it stopped at one (not at a stop string of its own)."""
-        if s.finish_reason != "stop":
-            return None
-        full = self.inner.decode(s.token_ids)
-        rest = full[len(s.text):] if full.startswith(s.text) else ""
-        for t in sorted(self.triggers, key=len, reverse=True):
-            if rest.startswith(t):
-                return None if any(rest.startswith(u) for u in params.stop) else t
-        return None

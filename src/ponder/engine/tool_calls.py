@@ -1,0 +1,107 @@
+"""The tool-splice rule: where a sample stops for a tool, which of its tokens stay, what is forced in.
+
+One rule, used by the engine (which pauses a sequence at a trigger, runs the tool on its pool and
+appends the splice as forced tokens; see tool_runner.py) and by the client-side loop
+(strategies/tool_loop.py, which stops a request at the trigger and continues with a new request),
+so both give the same tokens for the same request and seed:
+
+- A *round* is what a sample draws after its last splice.  Stop strings and tool triggers are
+  looked for in the round's text only, so a tool's output never ends a sample.  The earliest match
+  wins; where a stop string of the request and a trigger start at the same place, the stop string
+  wins.
+- At a trigger, the round's tokens are kept while their text is a prefix of (the round's text up
+  to the trigger) + trigger.  A token running past the trigger is dropped; the part of the trigger
+  not in the kept tokens is forced text, followed by the tool's output (no output when there is no
+  call before the trigger, or after MAX_CALLS calls).  Forced text is encoded without BOS.
+- max_tokens budgets the model's kept tokens; forced tokens cost nothing.  A splice made with the
+  budget used up is still made, then the sample ends with "length".
+- Draws are keyed by (seed, sample number, position), and positions only grow, so a sample simply
+  continues with its own seed and sample number after a splice.
+
+The engine takes objects with the tools/base.py interface (`trigger`, `find_call`, `run`); it never
+imports a particular tool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ponder.engine.finish import round_stop
+
+__all__ = ["MAX_CALLS", "Pause", "ToolState", "call_record", "failed", "find_call", "pause_at", "round_stop", "run_tool"]
+
+MAX_CALLS = 8  # per sample; later triggers are kept as text and run nothing
+
+
+@dataclass(frozen=True)
+class Pause:
+    """A round that ended at a trigger: how many of its tokens stay, and their text."""
+
+    trigger: str
+    kept: int  # the round's tokens kept (the others ran past the trigger and are dropped)
+    kept_text: str  # their text
+    rest: str  # the part of the trigger after kept_text: forced text before the tool's output
+
+
+def pause_at(decode: Callable[[list[int]], str], round_ids: list[int], trigger: str) -> Pause:
+    """Where a round whose text holds `trigger` (its first stop) pauses (see the module docstring)."""
+    text = decode(round_ids)
+    target = text[:text.index(trigger) + len(trigger)]
+    k = len(round_ids)
+    while k and not target.startswith(decode(round_ids[:k])):
+        k -= 1
+    kept = decode(round_ids[:k])
+    return Pause(trigger, k, kept, target[len(kept):])
+
+
+@dataclass
+class ToolState:
+    """What a sample that may call tools carries (the Scheduler writes it, like the rest of a Sequence)."""
+
+    tools: dict  # trigger -> tool
+    round_start: int = 0  # index in the output where the current round starts
+    text: str = ""  # the answer's text before round_start (kept text and forced text of earlier rounds)
+    spans: list[tuple[int, int]] = field(default_factory=list)  # [start, end) of forced tokens in the output
+    calls: list[dict] = field(default_factory=list)  # each call's record (ToolResult.to_dict + its span)
+    dropped: int = 0  # drawn tokens dropped because they ran past a trigger
+    pause: Pause | None = None  # set while the sample waits for a tool
+    calls_started: int = 0
+
+    @property
+    def forced(self) -> int:
+        return sum(b - a for a, b in self.spans)
+
+    def mask(self, n: int) -> list[bool]:
+        m = [False] * n
+        for a, b in self.spans:
+            m[a:b] = [True] * (b - a)
+        return m
+
+
+def call_record(result, at: int, n_tokens: int) -> dict:
+    """A call as results and transcripts record it: the tool's result and the span of its forced tokens."""
+    return {**result.to_dict(), "at_token": at, "n_tokens": n_tokens}
+
+
+def find_call(tool, text: str):
+    """tool.find_call(text), with an exception read as "no call here" (a tool is code the engine does not own)."""
+    try:
+        return tool.find_call(text)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def run_tool(tool, call):
+    """tool.run(call), with an exception turned into an error result: a tool never stops a run."""
+    try:
+        return tool.run(call)
+    except Exception as e:  # noqa: BLE001 - a broken tool is text for the model, like any tool error
+        return failed(tool, call, f"{type(e).__name__}: {e}")
+
+
+def failed(tool, call, why: str):
+    """The result of a call that produced none (it raised, or ran out of time)."""
+    from ponder.tools.base import ToolResult  # the result type only, no tool
+
+    return ToolResult(call, f" ({tool.name} error: {why})", False, error=why)

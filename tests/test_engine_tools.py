@@ -1,0 +1,193 @@
+"""Tools inside the engine's decoding loop (engine/tool_calls.py, engine/tool_runner.py) on the real
+engine: a sample pauses at a trigger, its tool runs on the engine's pool, and the result is spliced as
+forced tokens on top of its KV.  The tiny random model writes garbage, so the trigger is a character
+it writes often (as in test_tool_loop.py)."""
+
+import threading
+
+import numpy as np
+import pytest
+
+from ponder import Engine
+from ponder.engine.sampling_params import SamplingParams
+from ponder.errors import InvalidParameterError
+from ponder.strategies import EngineBackend
+from ponder.strategies.tool_loop import ToolBackend
+from ponder.tools import Tool, ToolCall, ToolResult, get_tools
+
+
+class Marker(Tool):
+    """Answers every trigger with the length of the text before it."""
+
+    name = "marker"
+
+    def __init__(self, trigger):
+        self.trigger = trigger
+
+    def find_call(self, text):
+        return ToolCall(self.name, str(len(text)))
+
+    def run(self, call):
+        return ToolResult(call, f"[{call.source}]", True, value=call.source)
+
+
+PARAMS = SamplingParams(temperature=1.0, max_tokens=24, seed=11, n=4)
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_llama):
+    return Engine.from_pretrained(str(tiny_llama[2]))
+
+
+@pytest.fixture(scope="module")
+def prompt(engine):
+    tok = engine.tokenizer
+    return tok.encode(tok.apply_chat_template([{"role": "user", "content": "What is 2 + 2?"}]))
+
+
+@pytest.fixture(scope="module")
+def trigger(engine, prompt):
+    [g] = engine.generate(prompt, PARAMS)
+    text = g.outputs[0].text
+    return next(c for c in text[len(text) // 3:] if c.isprintable() and not c.isspace() and c not in "[]")
+
+
+def test_engine_side_tools_give_the_client_side_loops_tokens(engine, prompt, trigger):
+    tools = [Marker(trigger)]
+    [client] = ToolBackend(EngineBackend(engine), tools).generate([prompt], PARAMS)
+    backend = EngineBackend(engine).with_tools(tools)
+    [inside] = backend.generate([prompt], PARAMS)
+    assert sum(len(s.tool_calls) for s in client.samples) >= 2
+    for c, e in zip(client.samples, inside.samples):
+        assert (e.token_ids, e.text, e.tool_mask, e.logprobs, e.finish_reason, e.generated, e.tool_calls) == \
+               (c.token_ids, c.text, c.tool_mask, c.logprobs, c.finish_reason, c.generated, c.tool_calls)
+    assert backend.usage.tool_calls == sum(len(s.tool_calls) for s in inside.samples)
+    assert backend.usage.tool_tokens == sum(sum(s.tool_mask) for s in inside.samples)
+
+
+def _kv(engine, seq, n):
+    """The K and V of a sequence's first n positions, gathered from its blocks."""
+    kv = engine._kv
+    pos = np.arange(n)
+    blocks = np.array(seq.block_table)[pos // kv.block_size]
+    k = [kv.k[:, b, :, :, p % kv.block_size] for b, p in zip(blocks, pos)]  # (layers, heads, head_dim) each
+    v = [kv.v[:, b, :, p % kv.block_size, :] for b, p in zip(blocks, pos)]
+    return np.stack(k), np.stack(v)
+
+
+def test_kv_after_a_splice_equals_the_same_tokens_prefilled_whole(tiny_llama, engine, prompt, trigger):
+    params = SamplingParams(temperature=1.0, max_tokens=24, seed=11)
+    rid = engine.add_request(prompt, params, [Marker(trigger)])
+    seq = engine._requests[rid].samples[0]
+    while not (seq.tools.spans and seq.num_computed > len(prompt) + seq.tools.spans[0][1]):
+        assert not seq.finished, "the sample never called the tool"
+        engine.step()
+    n = seq.num_computed  # the forced tokens and one drawn after them are computed on top of the KV
+    tokens = list(seq.tokens[:n])
+    spliced = _kv(engine, seq, n)
+    engine.run_until_done([rid])
+    whole = Engine.from_pretrained(str(tiny_llama[2]), prefix_cache=False)
+    wid = whole.add_request(tokens, SamplingParams(temperature=0, max_tokens=2, ignore_eos=True))
+    wseq = whole._requests[wid].samples[0]
+    while not wseq.output_ids:
+        whole.step()
+    k, v = _kv(whole, wseq, n)
+    assert spliced[0].tobytes() == k.tobytes() and spliced[1].tobytes() == v.tobytes()
+
+
+def _run(engine, prompts, params, tools):
+    return engine.generate(prompts, params, tools)
+
+
+def test_tools_are_deterministic_alone_batched_forked_warm_and_cold(tiny_llama, engine, prompt, trigger):
+    tools = [Marker(trigger)]
+    cold = Engine.from_pretrained(str(tiny_llama[2]))
+    [a] = cold.generate(prompt, PARAMS, tools)  # cold: nothing cached
+    [b] = cold.generate(prompt, PARAMS, tools)  # warm: the prompt and the samples' blocks are cached
+    other = "Name a colour."
+    _, c, _ = engine.generate([other, prompt, "Count to ten."], PARAMS, tools)  # batched, tool and plain
+    want = [(o.token_ids, o.text, o.tool_mask) for o in a.outputs]
+    assert sum(sum(m) for _, _, m in want) > 0
+    for r in (b, c):
+        assert [(o.token_ids, o.text, o.tool_mask) for o in r.outputs] == want
+    for i in range(PARAMS.n):  # sample i alone is sample i of the forked request
+        [one] = engine.generate(prompt, SamplingParams(temperature=1.0, max_tokens=24, seed=11, first_sample=i), tools)
+        assert (one.outputs[0].token_ids, one.outputs[0].text) == want[i][:2]
+    # a plain request next to tool requests is the plain request
+    [plain] = engine.generate(other, PARAMS)
+    rid_t = engine.add_request(prompt, PARAMS, tools)
+    rid_p = engine.add_request(other, PARAMS)
+    _, mixed = engine.run_until_done([rid_t, rid_p])
+    assert [o.token_ids for o in mixed.outputs] == [o.token_ids for o in plain.outputs]
+    assert mixed.outputs[0].tool_mask is None and "tool_tokens" not in mixed.usage
+
+
+def test_streamed_events_mark_tool_tokens_and_rebuild_the_result(engine, prompt, trigger):
+    rid = engine.add_request(prompt, PARAMS, [Marker(trigger)])
+    seen = {i: [] for i in range(PARAMS.n)}
+    while not engine.is_finished(rid):
+        for ev in engine.step():
+            seen[ev.sample_index].append((ev.token_id, ev.tool, ev.finish_reason))
+    res = engine.pop_result(rid)
+    for o in res.outputs:
+        assert [t for t, _, _ in seen[o.index]] == o.token_ids
+        assert [tool for _, tool, _ in seen[o.index]] == o.tool_mask
+        assert seen[o.index][-1][2] == o.finish_reason
+    assert res.usage["tool_tokens"] == sum(sum(o.tool_mask) for o in res.outputs) > 0
+    assert res.usage["tool_calls"] == sum(len(o.tool_calls) for o in res.outputs)
+    assert res.usage["completion_tokens"] == sum(o.tool_mask.count(False) for o in res.outputs)
+    for o in res.outputs:  # the budget counts the model's tokens; each call's span is its forced tokens
+        assert o.tool_mask.count(False) <= PARAMS.max_tokens
+        for c in o.tool_calls:
+            assert all(o.tool_mask[c["at_token"]:c["at_token"] + c["n_tokens"]])
+            assert engine.tokenizer.decode(o.token_ids[c["at_token"]:c["at_token"] + c["n_tokens"]]).endswith(c["output"])
+
+
+class Broken(Marker):
+    name = "broken"
+
+    def run(self, call):
+        raise RuntimeError("the tool fell over")
+
+
+class Slow(Marker):
+    """Waits for the test to let it go (or for its time limit)."""
+
+    name = "slow"
+
+    def __init__(self, trigger, gate: threading.Event, time_limit: float):
+        super().__init__(trigger)
+        self.gate, self.time_limit = gate, time_limit
+
+    def run(self, call):
+        self.gate.wait(self.time_limit * 4)
+        return super().run(call)
+
+
+def test_a_tool_error_or_timeout_is_text_and_loses_no_sample(engine, prompt, trigger):
+    with pytest.raises(InvalidParameterError) as e:
+        engine.add_request(prompt, PARAMS, [object()])
+    assert e.value.param == "tools"
+    with pytest.raises(InvalidParameterError, match="unknown tool 'nope'"):
+        get_tools("calc,nope")
+    [r] = engine.generate(prompt, PARAMS, [Broken(trigger)])
+    calls = [c for o in r.outputs for c in o.tool_calls]
+    assert len(r.outputs) == 4 and calls
+    assert all(not c["ok"] and c["output"] == " (broken error: RuntimeError: the tool fell over)" for c in calls)
+    [t] = engine.generate(prompt, SamplingParams(temperature=1.0, max_tokens=12, seed=11, n=2),
+                          [Slow(trigger, threading.Event(), 0.2)])
+    calls = [c for o in t.outputs for c in o.tool_calls]
+    assert len(t.outputs) == 2 and calls and all(c["error"] == "timed out after 0.2 s" for c in calls)
+
+
+def test_a_slow_tool_does_not_hold_up_another_request(engine, prompt, trigger):
+    gate = threading.Event()
+    slow = engine.add_request(prompt, SamplingParams(temperature=1.0, max_tokens=24, seed=11), [Slow(trigger, gate, 60)])
+    plain = engine.add_request("Count to ten.", SamplingParams(temperature=1.0, max_tokens=24, seed=3))
+    seq = engine._requests[slow].samples[0]
+    while not engine.is_finished(plain):
+        engine.step()
+    assert seq.tools.pause is not None and not engine.is_finished(slow)  # still waiting on its tool
+    gate.set()
+    [s, p] = engine.run_until_done([slow, plain])
+    assert s.outputs[0].tool_calls[0]["ok"] and p.finish_reason in ("stop", "length")
