@@ -191,3 +191,10 @@ def test_a_slow_tool_does_not_hold_up_another_request(engine, prompt, trigger):
     gate.set()
     [s, p] = engine.run_until_done([slow, plain])
     assert s.outputs[0].tool_calls[0]["ok"] and p.finish_reason in ("stop", "length")
+
+
+def test_the_call_reads_the_text_before_its_trigger(engine, prompt, trigger):
+    [r] = engine.generate(prompt, PARAMS, [Marker(trigger)])
+    for o in r.outputs:
+        for c in o.tool_calls:
+            assert o.text[int(c["source"]):].startswith(trigger + c["output"])

@@ -43,6 +43,11 @@ class Pause:
     kept_text: str  # their text
     rest: str  # the part of the trigger after kept_text: forced text before the tool's output
 
+    @property
+    def before(self) -> str:
+        """The round's text up to, not including, the trigger (the end of what find_call reads)."""
+        return (self.kept_text + self.rest)[:-len(self.trigger)]
+
 
 def pause_at(decode: Callable[[list[int]], str], round_ids: list[int], trigger: str) -> Pause:
     """Where a round whose text holds `trigger` (its first stop) pauses (see the module docstring)."""

@@ -123,9 +123,9 @@ class ToolBackend(Backend):
             return False
         pause = pause_at(self.inner.decode, s.token_ids, hit[1])
         tool = self.triggers[pause.trigger]
-        self._keep(run, s.token_ids[:pause.kept], s.logprobs[:pause.kept], pause.kept_text)
-        call = find_call(tool, run.text) if len(run.calls) < MAX_CALLS else None
+        call = find_call(tool, run.text + pause.before) if len(run.calls) < MAX_CALLS else None
         res = run_tool(tool, call) if call is not None else None
+        self._keep(run, s.token_ids[:pause.kept], s.logprobs[:pause.kept], pause.kept_text)
         forced_text = pause.rest + (res.output if res is not None else "")
         forced = self.inner.encode(forced_text) if forced_text else []
         if res is not None:
