@@ -198,3 +198,59 @@ def test_the_call_reads_the_text_before_its_trigger(engine, prompt, trigger):
     for o in r.outputs:
         for c in o.tool_calls:
             assert o.text[int(c["source"]):].startswith(trigger + c["output"])
+
+
+def test_a_transcript_with_tool_calls_verifies_and_tampering_is_caught(engine, prompt, trigger):
+    import copy
+
+    tools = [Marker(trigger)]
+    [r] = engine.generate(prompt, PARAMS, tools)
+    t = engine.transcript(r)
+    assert t["tools"] == ["marker"] and any(s["tool_calls"] for s in t["samples"])
+    report = engine.verify(t, tools)
+    assert report.verified, report.summary()
+    assert report.tool_calls_checked == sum(len(o.tool_calls) for o in r.outputs)
+    assert "tool calls re-run" in report.summary()
+    i, s = next((i, s) for i, s in enumerate(t["samples"]) if s["tool_calls"])
+    call = s["tool_calls"][0]
+    at = call["at_token"]
+
+    bad = copy.deepcopy(t)  # a tampered result
+    bad["samples"][i]["tool_calls"][0]["output"] = "[999]"
+    rep = engine.verify(bad, tools)
+    assert not rep.verified and (rep.tool_mismatch.sample, rep.tool_mismatch.output_index) == (s["index"], at)
+    assert f"sample {s['index']}, output token {at}" in rep.summary() and "[999]" in rep.summary()
+
+    bad = copy.deepcopy(t)  # tampered forced tokens (the recorded result left as it was)
+    bad["samples"][i]["token_ids"][at + call["n_tokens"] - 1] ^= 1
+    rep = engine.verify(bad, tools)
+    assert not rep.verified and rep.tool_mismatch.output_index == at
+    assert "forced tokens are not the splice" in rep.summary()
+
+    bad = copy.deepcopy(t)  # a call removed from the record
+    bad["samples"][i]["tool_calls"] = bad["samples"][i]["tool_calls"][1:]
+    assert not engine.verify(bad, tools).verified
+
+    with pytest.raises(Exception, match="call tools marker"):
+        engine.verify(t)  # the tools are needed to re-run the calls
+
+
+@pytest.mark.real_model
+def test_calc_in_the_engine_on_the_default_model(default_engine):
+    """Greedy with calc's exemplars: the model writes "12 * 7 =", calc splices the exact value in the
+    engine's loop, the client-side loop gives the same tokens, and the transcript verifies."""
+    from ponder.tasks import Problem, messages
+    from ponder.tools import exemplar_messages
+
+    tools = get_tools("calc")
+    msgs = messages(Problem(id="x", question="What is 12 * 7?", answer="84"), "direct", (), exemplar_messages(["calc"]))
+    params = SamplingParams(temperature=0, max_tokens=24)
+    [r] = default_engine.generate(msgs, params, tools)
+    o = r.outputs[0]
+    assert o.tool_calls and o.tool_calls[0]["source"] == "12 * 7" and o.tool_calls[0]["value"] == "84"
+    assert "12 * 7 = 84" in o.text
+    backend = EngineBackend(default_engine)
+    prompt = backend.encode_chat(msgs)
+    [client] = ToolBackend(backend, tools).generate([prompt], params)
+    assert client.samples[0].token_ids == backend.with_tools(tools).generate([prompt], params)[0].samples[0].token_ids
+    assert default_engine.verify(default_engine.transcript(r), tools).verified

@@ -448,3 +448,24 @@ def test_broken_http_framing_is_answered_without_a_traceback(server, tmp_path_fa
     time.sleep(0.5)
     assert open(server.log_path).read().count("Traceback") == before
     assert httpx.get(server.url + "/health").status_code == 200
+
+
+def test_ponder_tools_extension(http, model):
+    """ponder_tools (not OpenAI's `tools`): an unknown tool is a 400 naming the field; with calc the
+    request runs, plain and streamed, to the same text."""
+    base = {"model": model, "prompt": "12 * 7 =", "max_tokens": 12, "temperature": 1.0, "seed": 5, "n": 3}
+    err = _error(http.post("/v1/completions", json={**base, "ponder_tools": ["calculator"]}), 400, "ponder_tools")
+    assert "unknown tool 'calculator'" in err["message"]
+    _error(http.post("/v1/chat/completions", json={"model": model, "messages": [{"role": "user", "content": "hi"}],
+                                                   "ponder_tools": "calc"}), 400, "ponder_tools")
+    r = http.post("/v1/completions", json={**base, "ponder_tools": ["calc", "python"]})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert all("ponder_tools" in c for c in body["choices"]) and "tool_calls" in body["usage"]
+    lines = http.post("/v1/completions", json={**base, "ponder_tools": ["calc", "python"], "stream": True}).text
+    texts = ["", "", ""]
+    for line in lines.splitlines():
+        if line.startswith("data: {"):
+            for c in json.loads(line[6:])["choices"]:
+                texts[c["index"]] += c["text"]
+    assert texts == [c["text"] for c in body["choices"]]

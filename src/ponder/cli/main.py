@@ -51,9 +51,14 @@ def _cmd_generate(args) -> int:
 
     params = SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
                             max_tokens=args.max_tokens, seed=args.seed, stop=tuple(args.stop or ()))  # before the load
+    tools = None
+    if args.tools:
+        from ponder.tools import get_tools
+
+        tools = get_tools(args.tools)  # before the load: a bad name is a quick error
     engine = Engine.from_pretrained(args.model, threads=args.threads, **speculative_option(args))
     prompt = [{"role": "user", "content": args.prompt}] if args.chat else args.prompt
-    result = engine.generate(prompt, params)[0] if args.json else _stream(engine, prompt, params)
+    result = engine.generate(prompt, params, tools)[0] if args.json else _stream(engine, prompt, params, tools)
     if args.transcript:
         from ponder.engine import transcript
 
@@ -67,15 +72,17 @@ def _cmd_generate(args) -> int:
             "finish_reason": result.finish_reason,
             "logprobs": result.logprobs,
             "seed": result.seed,
+            **({"tool_calls": result.outputs[0].tool_calls, "tool_mask": result.outputs[0].tool_mask}
+               if tools else {}),
         }))
     return 0
 
 
-def _stream(engine, prompt, params):
+def _stream(engine, prompt, params, tools=None):
     """Generate, writing the text to stdout as it becomes final; returns the result."""
     from ponder.cli.stream import stream
 
-    result = stream(engine, engine.add_request(prompt, params), params, sys.stdout)
+    result = stream(engine, engine.add_request(prompt, params, tools), params, sys.stdout)
     if result.error is not None:
         raise result.error
     sys.stdout.write("\n")
@@ -87,9 +94,14 @@ def _cmd_verify(args) -> int:
     from ponder.engine import transcript
 
     t = transcript.load(args.file)
+    tools = None
+    if t.get("tools"):
+        from ponder.tools import get_tools
+
+        tools = get_tools(t["tools"])
     engine = Engine.from_pretrained(args.model or t["model"]["name"], threads=args.threads,
                                     activation_bits=t.get("activation_bits", 16))
-    report = engine.verify(t)
+    report = engine.verify(t, tools)
     print(report.summary())
     if report.divergence and args.trace:
         for row in report.divergence.trace[-args.trace:]:
@@ -298,6 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print ids, text and finish reason as one JSON object")
     p.add_argument("--transcript", metavar="FILE", help="write a replayable transcript (see `ponder verify`)")
     add_speculative_flag(p)
+    p.add_argument("--tools", default=None, metavar="calc[,python]",
+                   help="tools the model may call, run inside the engine's decoding loop")
     p.set_defaults(func=_cmd_generate)
 
     p = sub.add_parser("chat", help="talk with a model in the terminal (streamed; /help for commands)")

@@ -108,7 +108,8 @@ class Engine:
         self.check_prompt(ids)
         self._prompts.check_ids(params.stop_token_ids, "stop_token_ids")
         rid = next(self._request_ids)
-        return self._add(Request(rid, prompt, ids, params, forking.samples(rid, ids, params, triggers)))
+        names = [getattr(t, "name", "") or type(t).__name__ for t in triggers.values()] if triggers else None
+        return self._add(Request(rid, prompt, ids, params, forking.samples(rid, ids, params, triggers), tools=names))
 
     def add_score(self, tokens: list[int], start: int = 1, top_logprobs: int = 0, visit=None) -> int:
         """A scoring request: the logprob of each of tokens[start:] given what precedes it.
@@ -264,11 +265,13 @@ class Engine:
 
         return transcript.make_transcript(self, result)
 
-    def verify(self, transcript: dict):
-        """Replay a transcript; the report says "verified" or names the first divergent token."""
+    def verify(self, transcript: dict, tools=None):
+        """Replay a transcript; the report says "verified" or names the first divergent token.
+
+        tools: the tools (tools/base.py) a transcript with tool calls names, to re-run each call."""
         from ponder.engine import transcript as t
 
-        return t.verify(self, transcript)
+        return t.verify(self, transcript, tools)
 
 
 def _triggers(tools) -> dict | None:

@@ -22,6 +22,7 @@ class Request:
     kind: str = "generate"  # or "score"
     scores: list[dict] = field(default_factory=list)  # for kind "score"
     cost: Cost = field(default_factory=Cost)  # the Engine is its only writer
+    tools: list[str] | None = None  # the names of the tools its samples may call
 
     @property
     def finished(self) -> bool:
@@ -37,7 +38,7 @@ class Request:
             return ScoreResult(self.prompt_ids, self.scores, self.error)
         outs = [_output(s, eos_ids, decode) for s in self.samples]
         return GenerationResult(self.prompt, self.prompt_ids, outs, self.params.seed, self.params, usage(self),
-                                self.error)
+                                self.error, self.tools)
 
 
 def _output(s: Sequence, eos_ids, decode) -> SampleOutput:
@@ -51,5 +52,6 @@ def _output(s: Sequence, eos_ids, decode) -> SampleOutput:
         out.text = st.text + view.text
         out.tool_mask = st.mask(len(s.output_ids))
         out.tool_calls = [dict(c) for c in st.calls]
+        out.tool_spans = [(a, b - a) for a, b in st.spans]
         out.drawn_tokens = len(s.output_ids) - st.forced + st.dropped
     return out

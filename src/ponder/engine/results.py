@@ -22,6 +22,7 @@ class SampleOutput:
     # tokens the model drew (forced ones not counted, tokens dropped at a trigger counted)
     tool_mask: list[bool] | None = None
     tool_calls: list[dict] | None = None
+    tool_spans: list[tuple[int, int]] | None = None  # (first, count) of each splice's forced tokens
     drawn_tokens: int | None = None
 
 
@@ -34,6 +35,7 @@ class GenerationResult:
     params: SamplingParams
     usage: dict = field(default_factory=dict)
     error: BaseException | None = None  # set when the request failed (its finish_reason is "error")
+    tools: list[str] | None = None  # the names of the tools the samples could call (None: no tools)
 
     # the first sample, for the common n = 1 case
     @property

@@ -71,13 +71,17 @@ class _Run:
                 self.queue.put_nowait((None, ("disconnect",)))
                 return
 
-    def submit(self, tag, kind: str, ids: list[int], params=None, top: int = 0) -> None:
+    def submit(self, tag, kind: str, ids: list[int], params=None, top: int = 0, tools: tuple = ()) -> None:
         loop, queue = self.loop, self.queue
 
         def sink(msg, tag=tag):
             loop.call_soon_threadsafe(queue.put_nowait, (tag, msg))
 
         job = Job(kind, ids, sink, params, top)
+        if tools:
+            from ponder.tools import get_tools
+
+            job.tools = get_tools(tools)  # fresh objects per request
         self.open[tag] = job
         self.server.engine_loop.submit(job)
 
@@ -297,10 +301,12 @@ class Server:
         return {"id": rid, "object": kind, "created": created, "model": self.model_id,
                 "system_fingerprint": self.fingerprint}
 
-    def _usage(self, prompt_tokens: int, completion_tokens: int, cached: int) -> dict:
+    def _usage(self, prompt_tokens: int, completion_tokens: int, cached: int, tool: dict | None = None) -> dict:
+        """OpenAI's usage; with ponder_tools, the spliced tool tokens and the calls are counted apart
+        (completion_tokens are the model's own)."""
         return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                 "total_tokens": prompt_tokens + completion_tokens,
-                "prompt_tokens_details": {"cached_tokens": cached}}
+                "prompt_tokens_details": {"cached_tokens": cached}, **(tool or {})}
 
     # -- info routes ------------------------------------------------------------------
     def _model_card(self) -> dict:
@@ -430,7 +436,7 @@ class Server:
             if want_scores:
                 run.submit(("score", i), "score", p, top=req.logprobs)
             if req.max_tokens != 0 and not (want_scores and scores_first):
-                run.submit(("gen", i), "generate", p, req.params)
+                run.submit(("gen", i), "generate", p, req.params, tools=req.tools)
 
     async def _complete(self, request: Request, req, ids, echo_texts) -> Response:
         run = _Run(self, request)
@@ -446,16 +452,17 @@ class Server:
         finally:
             run.close()
         created, n = int(time.time()), req.params.n
-        choices, completion_tokens, cached = [], 0, 0
+        choices, completion_tokens, cached, tool = [], 0, 0, {}
         for i, p in enumerate(ids):
             res = results.get(i)
             if res is not None:
                 completion_tokens += res.usage.get("completion_tokens", 0)
                 cached += res.usage.get("cached_tokens", 0)
+                _add_tool_usage(tool, res.usage)
             for s in range(n):
                 out = res.outputs[s] if res is not None else None
                 choices.append(self._choice(req, p, echo_texts[i], scores.get(i), out, i * n + s))
-        usage = self._usage(sum(len(p) for p in ids), completion_tokens, cached)
+        usage = self._usage(sum(len(p) for p in ids), completion_tokens, cached, tool)
         if req.kind == "chat":
             body = self._envelope("chat.completion", f"chatcmpl-{uuid.uuid4().hex}", created)
         else:
@@ -464,8 +471,15 @@ class Server:
         return JSONResponse(body)
 
     def _choice(self, req, prompt_ids, echo_text, score, out, index) -> dict:
+        choice = self._plain_choice(req, prompt_ids, echo_text, score, out, index)
+        if req.tools and out is not None and out.tool_calls is not None:
+            # ponder's extension: the calls, and which of the choice's tokens are tool output
+            choice["ponder_tools"] = {"calls": out.tool_calls, "token_spans": [list(s) for s in out.tool_spans]}
+        return choice
+
+    def _plain_choice(self, req, prompt_ids, echo_text, score, out, index) -> dict:
         finish = out.finish_reason if out is not None else "length"
-        why = self._stop_reason(out.token_ids, finish, req.params) if out is not None else None
+        why = self._stop_reason(out, finish, req.params) if out is not None else None
         if req.kind == "chat":
             choice = {"index": index, "message": {"role": "assistant", "content": out.text if out else ""},
                       "logprobs": None, "finish_reason": finish, "stop_reason": why}
@@ -486,8 +500,13 @@ class Server:
                                     len(prefix))
         return {"index": index, "text": text, "logprobs": lp, "finish_reason": finish, "stop_reason": why}
 
-    def _stop_reason(self, ids, finish: str, params) -> str | int | None:
-        """vLLM's stop_reason: the stop string or stop token id that ended the sample; None for EOS or length."""
+    def _stop_reason(self, out, finish: str, params) -> str | int | None:
+        """vLLM's stop_reason: the stop string or stop token id that ended the sample; None for EOS or length.
+        With tools, stop strings are looked for in the last round only (engine/tool_calls.py)."""
+        ids = out.token_ids[out.tool_spans[-1][0] + out.tool_spans[-1][1]:] if out.tool_spans else out.token_ids
+        return self._stop_reason_of(ids, finish, params)
+
+    def _stop_reason_of(self, ids, finish: str, params) -> str | int | None:
         return shown(ids, [0.0] * len(ids), None, finish, params, self.tokenizer.eos_ids,
                      self.tokenizer.decode).stop_reason
 
@@ -534,7 +553,9 @@ class Server:
         detok = {(i, s): IncrementalDetokenizer(self.tokenizer, req.params.stop) for i in range(len(ids))
                  for s in range(n)}
         prefix = {i: (echo_texts[i] if req.echo else "") for i in range(len(ids))}
-        completion_tokens, cached = 0, 0
+        forced = {key: [] for key in detok}  # tool tokens of a splice still arriving (ponder_tools)
+        done = {key: 0 for key in detok}  # chars of a sample's text before its current round
+        completion_tokens, cached, tool = 0, 0, {}
 
         def event(choices, **extra) -> str:
             return "data: " + json.dumps({**env, "choices": choices, **extra}) + "\n\n"
@@ -569,13 +590,14 @@ class Server:
                                             [None] + [d["top_logprobs"] for d in msg[1]], 0)
                         yield event([chunk(i * n + s, prefix[i], lp) for s in range(n)])
                         if req.max_tokens != 0:
-                            run.submit(("gen", i), "generate", ids[i], req.params)
+                            run.submit(("gen", i), "generate", ids[i], req.params, tools=req.tools)
                         else:
                             yield event([chunk(i * n + s, "", finish="length") for s in range(n)])
                     continue
                 if msg[0] == "done":
                     completion_tokens += msg[1].usage.get("completion_tokens", 0)
                     cached += msg[1].usage.get("cached_tokens", 0)
+                    _add_tool_usage(tool, msg[1].usage)
                     continue
                 events, tops = msg[1], msg[2] if len(msg) > 2 else None
                 by_sample: dict[int, list] = {}
@@ -583,11 +605,26 @@ class Server:
                     by_sample.setdefault(ev.sample_index, []).append((ev, tops[k] if tops else []))
                 choices = []
                 for s, evs in sorted(by_sample.items()):
-                    d = detok[(i, s)]
-                    text, lps, finish, why = "", [], None, None
+                    key = (i, s)
+                    text, lps, finish, why, tool_chars = "", [], None, None, []
                     legacy = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+
+                    def flush_tool():  # a splice's tokens are all in: its text, marked as tool output
+                        nonlocal text
+                        t = self.tokenizer.decode(forced[key])
+                        tool_chars.append([len(text), len(text) + len(t)])
+                        text += t
+                        done[key] += len(t)
+                        forced[key] = []
+
                     for ev, top in evs:
+                        d = detok[key]
                         hidden = ev.finish_reason == "stop" and is_stop_token(ev.token_id, req.params, eos)
+                        if ev.tool and not forced[key]:  # a splice starts: the round's text is final
+                            kept = self.tokenizer.decode(d.ids)
+                            text += d.finish(kept)
+                            done[key] += len(kept)
+                            d = detok[key] = IncrementalDetokenizer(self.tokenizer, req.params.stop)
                         if req.logprobs is not None and not (chat and hidden):
                             if chat:
                                 lps += self._chat_logprobs(req, [ev.token_id], [ev.logprob], [top])
@@ -595,23 +632,35 @@ class Server:
                                 legacy["tokens"].append(self._tok(req, ev.token_id))
                                 legacy["token_logprobs"].append(ev.logprob)
                                 legacy["top_logprobs"].append(self._top_dict(req, ev.token_id, ev.logprob, top))
-                                legacy["text_offset"].append(len(prefix[i]) + len(d.text))
-                        if not hidden:
-                            d.add(ev.token_id)
-                        text += d.take()
+                                legacy["text_offset"].append(len(prefix[i]) + done[key] + len(d.text))
+                        if ev.tool:
+                            forced[key].append(ev.token_id)
+                        else:
+                            if forced[key]:
+                                flush_tool()
+                            if not hidden:
+                                d.add(ev.token_id)
+                            text += d.take()
                         if ev.finish_reason:
+                            if forced[key]:
+                                flush_tool()
                             finish = ev.finish_reason
                             text += d.finish(self._final_text(d, req.params.stop))
-                            why = self._stop_reason(d.ids + [ev.token_id] if hidden else d.ids, finish, req.params)
+                            why = self._stop_reason_of(d.ids + [ev.token_id] if hidden else d.ids, finish, req.params)
+                    if forced[key]:
+                        flush_tool()
                     if finish == "abort":
                         continue
                     logprobs = (lps if chat else legacy) if req.logprobs is not None else None
                     if text or finish or logprobs:
-                        choices.append(chunk(i * n + s, text, logprobs, finish, why=why))
+                        c = chunk(i * n + s, text, logprobs, finish, why=why)
+                        if tool_chars:  # ponder's extension: [start, end) of the tool output in this text
+                            c["ponder_tool_chars"] = tool_chars
+                        choices.append(c)
                 if choices:
                     yield event(choices)
             if req.include_usage:
-                usage = self._usage(sum(len(p) for p in ids), completion_tokens, cached)
+                usage = self._usage(sum(len(p) for p in ids), completion_tokens, cached, tool)
                 yield event([], usage=usage)
             yield "data: [DONE]\n\n"
         except _Disconnected:
@@ -638,6 +687,13 @@ SMALL = 4096  # characters (or token ids) that are handled on the event loop: a 
 async def _off_loop(fn, size: int):
     """fn() on a worker thread when `size` says it may take a while, else right here."""
     return fn() if size <= SMALL else await asyncio.to_thread(fn)
+
+
+def _add_tool_usage(total: dict, usage: dict) -> None:
+    """Sum a result's tool counts into `total` (which stays empty for requests without tools)."""
+    for k in ("tool_tokens", "tool_calls"):
+        if k in usage:
+            total[k] = total.get(k, 0) + usage[k]
 
 
 def _chars(messages: list[dict]) -> int:

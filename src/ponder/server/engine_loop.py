@@ -45,6 +45,7 @@ class Job:
     prompt_ids: list[int]
     sink: Callable[[tuple], None]
     params: object = None  # SamplingParams for "generate"
+    tools: list | None = None  # for "generate": tools the engine runs in its decoding loop
     top_logprobs: int = 0  # for "score"
     cancelled: bool = False
     request_id: int | None = None
@@ -170,7 +171,7 @@ class EngineLoop:
         if job.kind == "score":
             job.request_id = self.engine.add_score(job.prompt_ids, 1, top_logprobs=job.top_logprobs)
         else:
-            job.request_id = self.engine.add_request(job.prompt_ids, job.params)
+            job.request_id = self.engine.add_request(job.prompt_ids, job.params, job.tools)
             self.stats.requests_started += 1
         self._jobs[job.request_id] = job
 
@@ -191,9 +192,11 @@ class EngineLoop:
                 log.exception("abort after a failure")
             self._send(self._jobs.pop(rid), ("error", error))
 
+    TOOL_WAIT = 0.05  # seconds a step waits for a tool when nothing else can run: new jobs get in between
+
     def _step(self) -> None:
         try:
-            events = self.engine.step()
+            events = self.engine.step(wait=self.TOOL_WAIT)
         except Exception as e:
             log.exception("engine step failed; aborting the running requests")
             self._abort_running(e)

@@ -150,7 +150,7 @@ def _check_values(data: dict) -> None:
 
 COMMON_HONOURED = {"model", "n", "seed", "temperature", "top_p", "top_k", "min_p", "max_tokens",
                    "max_completion_tokens", "stop", "stop_token_ids", "ignore_eos", "stream", "stream_options",
-                   "first_sample"}
+                   "first_sample", "ponder_tools"}
 COMPLETION_HONOURED = COMMON_HONOURED | {"prompt", "logprobs", "echo", "return_tokens_as_token_ids"}
 CHAT_HONOURED = COMMON_HONOURED | {"messages", "logprobs", "top_logprobs", "add_generation_prompt",
                                    "return_tokens_as_token_ids"}
@@ -260,6 +260,7 @@ class ParsedRequest:
     stream: bool
     include_usage: bool
     token_ids_as_tokens: bool = False  # vLLM's return_tokens_as_token_ids: logprob tokens as "token_id:N"
+    tools: tuple[str, ...] = ()  # ponder_tools: the tools the engine runs in its decoding loop
 
 
 def _common(body: dict, default_max_tokens: int | None):
@@ -304,10 +305,24 @@ def _common(body: dict, default_max_tokens: int | None):
     fields = dict(temperature=float(temperature), top_k=max(top_k, 0), top_p=float(top_p), min_p=float(min_p),
                   stop=tuple(stop), stop_token_ids=tuple(stop_ids), ignore_eos=ignore_eos, seed=seed, n=n,
                   first_sample=first_sample)
+    fields["tools"] = _tools(body)
     return model, fields, max_tokens, stream, include_usage
 
 
+def _tools(body: dict) -> tuple[str, ...]:
+    """ponder's extension `ponder_tools`: ["calc", "python"] (not OpenAI's function-calling `tools`)."""
+    names = _get(body, "ponder_tools", lambda v: isinstance(v, list) and all(isinstance(t, str) for t in v),
+                 "a list of tool names", [])
+    from ponder.tools import parse_tool_names
+
+    try:
+        return tuple(parse_tool_names(names))
+    except PonderError as e:
+        raise APIError(f"ponder_tools: {e}", param="ponder_tools", code="invalid_value") from None
+
+
 def _params(fields: dict, max_tokens: int | None, logprobs: int | None, context_length: int) -> SamplingParams:
+    fields = {k: v for k, v in fields.items() if k != "tools"}
     try:
         return SamplingParams(max_tokens=max(1, context_length if max_tokens is None else max_tokens),
                               logprobs=logprobs or None, **fields)
@@ -325,7 +340,7 @@ def parse_completion(body: dict, context_length: int) -> ParsedRequest:
         raise APIError("too many prompts times n in one request", param="n", code="invalid_value")
     params = _params(fields, max_tokens, logprobs, context_length)
     return ParsedRequest("completion", model, prompts, params, max_tokens, echo, logprobs, stream, include_usage,
-                         _as_ids(body))
+                         _as_ids(body), fields["tools"])
 
 
 def _as_ids(body: dict) -> bool:
@@ -373,7 +388,8 @@ def parse_chat(body: dict, context_length: int) -> tuple[ParsedRequest, list[dic
     add_gen = _get(body, "add_generation_prompt", lambda v: isinstance(v, bool), "a boolean", True)
     messages = parse_messages(body.get("messages"))
     params = _params(fields, max_tokens, logprobs, context_length)
-    req = ParsedRequest("chat", model, [], params, max_tokens, False, logprobs, stream, include_usage, _as_ids(body))
+    req = ParsedRequest("chat", model, [], params, max_tokens, False, logprobs, stream, include_usage, _as_ids(body),
+                        fields["tools"])
     return req, messages, add_gen
 
 
