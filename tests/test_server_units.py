@@ -108,11 +108,11 @@ def test_engine_thread_survives_a_failing_step(tiny_engine, monkeypatch):
     loop = EngineLoop(tiny_engine)
     real_step, calls = tiny_engine.step, []
 
-    def flaky_step():
+    def flaky_step(**kwargs):
         calls.append(1)
         if len(calls) == 2:
             raise RuntimeError("boom")
-        return real_step()
+        return real_step(**kwargs)
 
     monkeypatch.setattr(tiny_engine, "step", flaky_step)
     loop.start()

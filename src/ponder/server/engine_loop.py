@@ -45,11 +45,11 @@ class Job:
     prompt_ids: list[int]
     sink: Callable[[tuple], None]
     params: object = None  # SamplingParams for "generate"
-    tools: list | None = None  # for "generate": tools the engine runs in its decoding loop
     top_logprobs: int = 0  # for "score"
     cancelled: bool = False
     request_id: int | None = None
     submitted: float = field(default_factory=time.monotonic)
+    tools: list | None = None  # for "generate": tools the engine runs in its decoding loop
 
 
 class Stats:
