@@ -254,3 +254,38 @@ def test_calc_in_the_engine_on_the_default_model(default_engine):
     [client] = ToolBackend(backend, tools).generate([prompt], params)
     assert client.samples[0].token_ids == backend.with_tools(tools).generate([prompt], params)[0].samples[0].token_ids
     assert default_engine.verify(default_engine.transcript(r), tools).verified
+
+
+class Sleeper(Tool):
+    """The python tool, handed a program that sleeps (well under its time limit) and prints."""
+
+    name = "python"
+
+    def __init__(self, trigger):
+        from ponder.tools.python import PythonTool
+        from ponder.tools.sandbox import Limits
+
+        self.trigger, self.inner = trigger, PythonTool(Limits(wall_seconds=20, cpu_seconds=5))
+        self.time_limit = 30
+
+    def find_call(self, text):  # the first trigger only (later ones see the first one's output)
+        return None if "```output" in text else ToolCall(self.name, "import time\ntime.sleep(3)\nprint(6 * 7)\n")
+
+    def run(self, call):
+        return self.inner.run(call)
+
+
+def test_a_sandboxed_program_runs_while_another_request_finishes(engine, prompt, trigger):
+    slow = engine.add_request(prompt, SamplingParams(temperature=1.0, max_tokens=24, seed=11), [Sleeper(trigger)])
+    plain = engine.add_request("Count to ten.", SamplingParams(temperature=1.0, max_tokens=8, seed=3))
+    order = []
+    while not engine.is_finished(slow):
+        for ev in engine.step():
+            if ev.tool and "tool" not in order:
+                order.append("tool")
+            if ev.request_id == plain and ev.finish_reason:
+                order.append("plain")
+    [s, _] = engine.run_until_done([slow, plain])
+    assert order == ["plain", "tool"]  # the plain request ended while the program slept
+    c = s.outputs[0].tool_calls[0]
+    assert c["ok"] and c["value"] == "42" and c["output"] == "\n```output\n42\n```\n"

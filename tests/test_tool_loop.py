@@ -223,13 +223,16 @@ def test_bad_tool_input_is_one_line(tmp_path, capsys):
 
 def test_remote_backend_runs_the_same_client_side_tool_loop(tiny_llama, tiny, prompt, trigger):
     """Against any OpenAI-compatible server the loop runs client-side; on ponder's server it gives the
-    local result token for token (forced tokens, calls and all)."""
+    local result, where the engine runs the tools itself, token for token (forced tokens, calls and all)."""
     from ponder.server.process import ServerProcess
     from ponder.strategies.openai_backend import OpenAIBackend
 
-    [local] = ToolBackend(tiny, [Marker(trigger)]).generate([prompt], PARAMS)
+    local_backend = tiny.with_tools([Marker(trigger)])
+    assert not isinstance(local_backend, ToolBackend)  # the local engine runs tools in its decoding loop
+    [local] = local_backend.generate([prompt], PARAMS)
     with ServerProcess(str(tiny_llama[2])) as srv:
-        remote_backend = ToolBackend(OpenAIBackend(srv.url + "/v1"), [Marker(trigger)])
+        remote_backend = OpenAIBackend(srv.url + "/v1").with_tools([Marker(trigger)])
+        assert isinstance(remote_backend, ToolBackend)
         [remote] = remote_backend.generate([prompt], PARAMS)
     assert [s.token_ids for s in remote.samples] == [s.token_ids for s in local.samples]
     assert [s.tool_mask for s in remote.samples] == [s.tool_mask for s in local.samples]
