@@ -289,3 +289,62 @@ def test_a_sandboxed_program_runs_while_another_request_finishes(engine, prompt,
     assert order == ["plain", "tool"]  # the plain request ended while the program slept
     c = s.outputs[0].tool_calls[0]
     assert c["ok"] and c["value"] == "42" and c["output"] == "\n```output\n42\n```\n"
+
+
+class Loud(Marker):
+    """Its output holds the request's stop string: tool output never ends a sample."""
+
+    name = "loud"
+
+    def run(self, call):
+        return ToolResult(call, f"[STOP {call.source}]", True, value=call.source)
+
+
+@pytest.fixture(scope="module")
+def bigram(engine, prompt):
+    """Two characters the tiny model writes in a row: a trigger a token can run past, or end inside."""
+    [g] = engine.generate(prompt, PARAMS)
+    text = "".join(o.text for o in g.outputs)
+    return next(text[k:k + 2] for k in range(len(text) - 1)
+                if all(c.isprintable() and not c.isspace() and c not in "[]" for c in text[k:k + 2]))
+
+
+@pytest.mark.parametrize("case", ["stop in tool output", "short budget", "two-character trigger", "two tools"])
+def test_engine_side_equals_client_side_at_the_edges(engine, prompt, trigger, bigram, case):
+    params = PARAMS
+    tools = [Marker(trigger)]
+    if case == "stop in tool output":
+        tools, params = [Loud(trigger)], SamplingParams(temperature=1.0, max_tokens=24, seed=11, n=4, stop=["STOP"])
+    elif case == "short budget":
+        params = SamplingParams(temperature=1.0, max_tokens=6, seed=5, n=8)
+    elif case == "two-character trigger":
+        tools = [Marker(bigram)]
+    else:
+        other = next(c for c in "abcdefghijklmnopqrstuvwxyz" if c not in trigger)
+        tools = [Marker(trigger), Loud(other)]
+    [client] = ToolBackend(EngineBackend(engine), tools).generate([prompt], params)
+    [inside] = EngineBackend(engine, tools).generate([prompt], params)
+    for c, e in zip(client.samples, inside.samples):
+        assert (e.token_ids, e.text, e.tool_mask, e.logprobs, e.finish_reason, e.generated, e.tool_calls) == \
+               (c.token_ids, c.text, c.tool_mask, c.logprobs, c.finish_reason, c.generated, c.tool_calls)
+        assert e.tool_mask.count(False) <= params.max_tokens
+    if case == "stop in tool output":  # a sample went on after a tool wrote the stop string
+        assert any(s.tool_calls and not s.text.endswith(s.tool_calls[-1]["output"]) for s in inside.samples)
+
+
+
+
+def test_at_most_max_calls_per_sample(engine, prompt, trigger):
+    from ponder.engine.tool_calls import MAX_CALLS
+
+    class Every(Marker):  # the model's most common character: many triggers per sample
+        name = "every"
+
+    [g] = engine.generate(prompt, SamplingParams(temperature=1.0, max_tokens=200, seed=11, n=2))
+    text = "".join(o.text for o in g.outputs)
+    common = max((c for c in set(text) if not c.isspace() and c not in "[]0123456789"), key=text.count)
+    [r] = engine.generate(prompt, SamplingParams(temperature=1.0, max_tokens=200, seed=11, n=2), [Every(common)])
+    calls = [len(o.tool_calls) for o in r.outputs]
+    assert max(calls) == MAX_CALLS  # the cap was reached, and held
+    for o in r.outputs:  # past the cap, triggers stay as text: no more splices with a result
+        assert all(c["n_tokens"] > 0 for c in o.tool_calls)
