@@ -313,11 +313,19 @@ def bigram(engine, prompt):
                 if all(c.isprintable() and not c.isspace() and c not in "[]" for c in text[k:k + 2]))
 
 
-@pytest.mark.parametrize("case", ["stop in tool output", "short budget", "two-character trigger", "two tools"])
+@pytest.mark.parametrize("case", ["stop in tool output", "short budget", "two-character trigger", "two tools",
+                                  "open prompt line"])
 def test_engine_side_equals_client_side_at_the_edges(engine, prompt, trigger, bigram, case):
     params = PARAMS
     tools = [Marker(trigger)]
-    if case == "stop in tool output":
+    if case == "open prompt line":  # a call reads the prompt's unfinished last line too
+        line = engine.tokenizer.encode("so 7 * 6", add_bos=False)
+        prompt = prompt + line
+        [plain] = engine.generate(prompt, PARAMS)
+        text = plain.outputs[0].text  # a character this prompt's samples write, as the trigger
+        tools = [Marker(next(c for c in text[len(text) // 3:] if c.isprintable() and not c.isspace()
+                             and c not in "[]"))]
+    elif case == "stop in tool output":
         tools, params = [Loud(trigger)], SamplingParams(temperature=1.0, max_tokens=24, seed=11, n=4, stop=["STOP"])
     elif case == "short budget":
         params = SamplingParams(temperature=1.0, max_tokens=6, seed=5, n=8)
@@ -332,6 +340,9 @@ def test_engine_side_equals_client_side_at_the_edges(engine, prompt, trigger, bi
         assert (e.token_ids, e.text, e.tool_mask, e.logprobs, e.finish_reason, e.generated, e.tool_calls) == \
                (c.token_ids, c.text, c.tool_mask, c.logprobs, c.finish_reason, c.generated, c.tool_calls)
         assert e.tool_mask.count(False) <= params.max_tokens
+    if case == "open prompt line":
+        calls = [c for s in inside.samples for c in s.tool_calls]
+        assert calls and all(int(c["source"]) >= len("so 7 * 6") for c in calls)
     if case == "stop in tool output":  # a sample went on after a tool wrote the stop string
         assert any(s.tool_calls and not s.text.endswith(s.tool_calls[-1]["output"]) for s in inside.samples)
 

@@ -14,13 +14,15 @@ from ponder.engine.sequence import Sequence
 from ponder.engine.tool_calls import ToolState
 
 
-def samples(request_id: int, prompt_ids: list[int], params: SamplingParams, tools=None) -> list[Sequence]:
+def samples(request_id: int, prompt_ids: list[int], params: SamplingParams, tools=None, line: str = "",
+            ) -> list[Sequence]:
     """Sample 0, whose siblings are samples 1..n-1 (all n returned, in sample order).
 
-    tools: None, or trigger -> tool; each sample gets its own ToolState."""
+    tools: None, or trigger -> tool; each sample gets its own ToolState (line: the prompt's open line)."""
 
     def one(i):
-        return Sequence(request_id, i, list(prompt_ids), params, tools=ToolState(dict(tools)) if tools else None)
+        return Sequence(request_id, i, list(prompt_ids), params,
+                        tools=ToolState(dict(tools), line) if tools else None)
 
     first = one(0)
     first.siblings = [one(i) for i in range(1, params.n)]

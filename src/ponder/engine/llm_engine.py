@@ -19,7 +19,7 @@ import itertools
 
 import numba
 
-from ponder.engine import forking, prompts, scoring
+from ponder.engine import forking, prompts, scoring, tool_calls
 from ponder.engine.accounting import CostModel
 from ponder.engine.finish import FinishRules
 from ponder.engine.info import EngineInfo, EngineStats
@@ -109,7 +109,9 @@ class Engine:
         self._prompts.check_ids(params.stop_token_ids, "stop_token_ids")
         rid = next(self._request_ids)
         names = [getattr(t, "name", "") or type(t).__name__ for t in triggers.values()] if triggers else None
-        return self._add(Request(rid, prompt, ids, params, forking.samples(rid, ids, params, triggers), tools=names))
+        line = tool_calls.open_line(self.tokenizer.decode, ids) if triggers else ""
+        samples = forking.samples(rid, ids, params, triggers, line)
+        return self._add(Request(rid, prompt, ids, params, samples, tools=names))
 
     def add_score(self, tokens: list[int], start: int = 1, top_logprobs: int = 0, visit=None) -> int:
         """A scoring request: the logprob of each of tokens[start:] given what precedes it.

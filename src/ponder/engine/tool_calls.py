@@ -13,6 +13,9 @@ so both give the same tokens for the same request and seed:
   to the trigger) + trigger.  A token running past the trigger is dropped; the part of the trigger
   not in the kept tokens is forced text, followed by the tool's output (no output when there is no
   call before the trigger, or after MAX_CALLS calls).  Forced text is encoded without BOS.
+- A call is read (`find_call`) from the text so far including the prompt's unfinished last line
+  (`open_line`): a strategy that grows an answer in steps submits prompt + partial answer, and an
+  expression begun in the prompt is part of the call.
 - max_tokens budgets the model's kept tokens; forced tokens cost nothing.  A splice made with the
   budget used up is still made, then the sample ends with "length".
 - Draws are keyed by (seed, sample number, position), and positions only grow, so a sample simply
@@ -29,9 +32,16 @@ from dataclasses import dataclass, field
 
 from ponder.engine.finish import round_stop
 
-__all__ = ["MAX_CALLS", "Pause", "ToolState", "call_record", "failed", "find_call", "pause_at", "round_stop", "run_tool"]
+__all__ = ["MAX_CALLS", "Pause", "ToolState", "call_record", "failed", "find_call", "open_line", "pause_at", "round_stop", "run_tool"]
 
 MAX_CALLS = 8  # per sample; later triggers are kept as text and run nothing
+OPEN_LINE_TOKENS = 64  # how far back the prompt's last line is looked for (an expression is shorter)
+
+
+def open_line(decode: Callable[[list[int]], str], prompt_ids: list[int]) -> str:
+    """The prompt's text after its last line break ("" when it ends a line, as a chat prompt does)."""
+    tail = decode(list(prompt_ids[-OPEN_LINE_TOKENS:]))
+    return tail.rsplit("\n", 1)[-1] if "\n" in tail else tail
 
 
 @dataclass(frozen=True)
@@ -65,6 +75,7 @@ class ToolState:
     """What a sample that may call tools carries (the Scheduler writes it, like the rest of a Sequence)."""
 
     tools: dict  # trigger -> tool
+    line: str = ""  # the prompt's unfinished last line (open_line): calls are read from it on
     round_start: int = 0  # index in the output where the current round starts
     text: str = ""  # the answer's text before round_start (kept text and forced text of earlier rounds)
     spans: list[tuple[int, int]] = field(default_factory=list)  # [start, end) of forced tokens in the output

@@ -47,7 +47,7 @@ class ToolRunner:
         tool = st.tools[st.pause.trigger]
         call = None
         if len(st.calls) < MAX_CALLS:
-            call = find_call(tool, st.text + st.pause.before)
+            call = find_call(tool, st.line + st.text + st.pause.before)
         if call is None:
             return self.scheduler.resume(seq, self.encode(st.pause.rest) if st.pause.rest else [], st.pause.rest)
         if self._pool is None:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from ponder.engine import sampler
 from ponder.engine.finish import cut_at_stop, round_stop
 from ponder.engine.sampling_params import SamplingParams
-from ponder.engine.tool_calls import MAX_CALLS, find_call, run_tool
+from ponder.engine.tool_calls import MAX_CALLS, find_call, open_line, run_tool
 from ponder.errors import PonderError
 
 FORMAT = "ponder-transcript/1"
@@ -138,7 +138,7 @@ def verify(engine, transcript: dict, tools=None) -> VerifyReport:
         forced = {a + j for a, n in sample.get("tool_spans") or [] for j in range(n)}
         mismatch = None
         if by_trigger is not None:
-            mismatch, n_calls = _check_splices(engine, sample, by_trigger, params)
+            mismatch, n_calls = _check_splices(engine, sample, by_trigger, params, prompt)
             calls_checked += n_calls
 
         def visit(i, logits, sample=sample, tokens=tokens, recorded_lp=recorded_lp, trace=trace, found=found,
@@ -178,14 +178,14 @@ def _tools_named(names, tools) -> dict | None:
     return {have[n].trigger: have[n] for n in names}
 
 
-def _check_splices(engine, sample: dict, by_trigger: dict, params) -> tuple[ToolMismatch | None, int]:
+def _check_splices(engine, sample: dict, by_trigger: dict, params, prompt) -> tuple[ToolMismatch | None, int]:
     """Re-run the splice rule on a sample's recorded tokens; the first mismatch, and how many calls were re-run."""
     decode = engine.tokenizer.decode
     out = sample["token_ids"]
     idx = sample["index"]
     calls = {c["at_token"]: c for c in sample.get("tool_calls") or []}
     stops = tuple(dict.fromkeys(tuple(params.stop) + tuple(by_trigger)))
-    text, start, made = "", 0, 0
+    text, start, made = open_line(decode, prompt), 0, 0  # calls read the prompt's open line too
     for at, n in sample.get("tool_spans") or []:
         kept = decode(out[start:at])
         found = None

@@ -17,6 +17,9 @@ seeds) is engine/tool_calls.py's, the one the engine follows when it runs tools 
 - Determinism: the first round is the plain request (n samples forked from one prefill); every
   later round of sample i continues with the same seed as sample number first_sample + i (draws
   are keyed by position), whatever else is in the batch.
+- A call is read from the text so far *including the prompt's unfinished last line*: a strategy that
+  grows an answer in steps (smc, beam) submits prompt + partial answer, and an expression begun in
+  one step ("54 // 10 %") and closed in the next ("10 =") is one call, not a call on "10".
 - A tool's error or timeout is text for the model (the tool never raises); after MAX_CALLS calls a
   sample's triggers are kept as text, so no sample loops forever.  A call made with the last token
   of the budget still gets its result spliced (forced tokens cost no budget); then the sample ends
@@ -28,7 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from ponder.engine.finish import round_stop
-from ponder.engine.tool_calls import MAX_CALLS, call_record, find_call, pause_at, run_tool
+from ponder.engine.tool_calls import MAX_CALLS, call_record, find_call, open_line, pause_at, run_tool
 from ponder.strategies.backend import Backend, Generation, Sample, Usage
 from ponder.tools import Tool
 
@@ -40,6 +43,7 @@ class _Run:
     """One sample in progress."""
 
     index: int  # sample number within its request's seed stream
+    line: str = ""  # the prompt's unfinished last line, which a call may begin in
     ids: list[int] = field(default_factory=list)  # generated and forced, in order
     mask: list[bool] = field(default_factory=list)  # True for forced (tool) tokens
     logprobs: list[float] = field(default_factory=list)  # of the model's tokens only
@@ -87,7 +91,9 @@ class ToolBackend(Backend):
         per = [p.with_seed() for p in (params if isinstance(params, list) else [params] * len(prompts))]
         stops = tuple(self.triggers)
         first = self.inner.generate(prompts, [replace(p, stop=tuple(dict.fromkeys(p.stop + stops))) for p in per])
-        runs = [[_Run(p.first_sample + i) for i in range(len(g.samples))] for p, g in zip(per, first)]
+        lines = [open_line(self.inner.decode, p) for p in prompts]
+        runs = [[_Run(p.first_sample + i, lines[r]) for i in range(len(g.samples))]
+                for r, (p, g) in enumerate(zip(per, first))]
         pending = []  # (request, run, sample just generated)
         for r, (g, rs) in enumerate(zip(first, runs)):
             pending += [(r, run, s) for run, s in zip(rs, g.samples)]
@@ -123,7 +129,7 @@ class ToolBackend(Backend):
             return False
         pause = pause_at(self.inner.decode, s.token_ids, hit[1])
         tool = self.triggers[pause.trigger]
-        call = find_call(tool, run.text + pause.before) if len(run.calls) < MAX_CALLS else None
+        call = find_call(tool, run.line + run.text + pause.before) if len(run.calls) < MAX_CALLS else None
         res = run_tool(tool, call) if call is not None else None
         self._keep(run, s.token_ids[:pause.kept], s.logprobs[:pause.kept], pause.kept_text)
         forced_text = pause.rest + (res.output if res is not None else "")
