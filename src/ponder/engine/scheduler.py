@@ -277,7 +277,7 @@ class Scheduler:
             seq.num_computed += 1  # the node was fed at this position: its K/V are valid in its branch
         if tree is not None and len(tree):
             seq.spec_proposed += len(tree)
-            seq.spec_accepted += len(events) - 1
+            seq.spec_accepted += len(events) - (reason != "tool")  # a trigger token was drawn, its event is _pause's
             if node >= 0 and tree.branch_of[node] > 0:  # before finishing: the prefix cache takes these blocks
                 self._adopt_branch(seq, tree, tree.branch_of[node])
         if reason == "tool":
