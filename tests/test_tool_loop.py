@@ -239,3 +239,18 @@ def test_remote_backend_runs_the_same_client_side_tool_loop(tiny_llama, tiny, pr
     assert [[c["output"] for c in s.tool_calls] for s in remote.samples] == \
            [[c["output"] for c in s.tool_calls] for s in local.samples]
     assert remote_backend.usage.tool_calls == sum(len(s.tool_calls) for s in local.samples)
+
+
+def test_a_character_split_between_the_prompt_and_the_answer_is_read_whole(tiny, prompt):
+    """A strategy growing an answer in steps may cut a character in two ("÷" is two byte tokens): the
+    call reads the prompt's open line and the answer decoded together, not each alone."""
+    from ponder.engine.tool_calls import call_text, open_line
+
+    ids = tiny.encode("so 12 ÷ 4")
+    k = next(k for k in range(1, len(ids)) if tiny.decode(ids[:k]).endswith("\ufffd"))
+    line = open_line(prompt + ids[:k])
+    assert call_text(tiny.decode, line, ids[k:], " =", " =") == "so 12 ÷ 4"
+    assert call_text(tiny.decode, line, ids[k:] + tiny.encode(" ="), "", " =") == "so 12 ÷ 4"
+    # a chat prompt ends its line: nothing of it is read
+    assert call_text(tiny.decode, open_line(prompt), ids, " =", " =") == "so 12 ÷ 4"
+    assert get_tools("calc")[0].find_call(call_text(tiny.decode, line, ids[k:], " =", " =")) is not None

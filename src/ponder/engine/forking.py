@@ -14,7 +14,7 @@ from ponder.engine.sequence import Sequence
 from ponder.engine.tool_calls import ToolState
 
 
-def samples(request_id: int, prompt_ids: list[int], params: SamplingParams, tools=None, line: str = "",
+def samples(request_id: int, prompt_ids: list[int], params: SamplingParams, tools=None, line: list[int] | None = None,
             ) -> list[Sequence]:
     """Sample 0, whose siblings are samples 1..n-1 (all n returned, in sample order).
 
@@ -22,7 +22,7 @@ def samples(request_id: int, prompt_ids: list[int], params: SamplingParams, tool
 
     def one(i):
         return Sequence(request_id, i, list(prompt_ids), params,
-                        tools=ToolState(dict(tools), line) if tools else None)
+                        tools=ToolState(dict(tools), list(line or [])) if tools else None)
 
     first = one(0)
     first.siblings = [one(i) for i in range(1, params.n)]

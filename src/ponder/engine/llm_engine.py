@@ -109,7 +109,7 @@ class Engine:
         self._prompts.check_ids(params.stop_token_ids, "stop_token_ids")
         rid = next(self._request_ids)
         names = [getattr(t, "name", "") or type(t).__name__ for t in triggers.values()] if triggers else None
-        line = tool_calls.open_line(self.tokenizer.decode, ids) if triggers else ""
+        line = tool_calls.open_line(ids) if triggers else []
         samples = forking.samples(rid, ids, params, triggers, line)
         return self._add(Request(rid, prompt, ids, params, samples, tools=names))
 

@@ -32,16 +32,29 @@ from dataclasses import dataclass, field
 
 from ponder.engine.finish import round_stop
 
-__all__ = ["MAX_CALLS", "Pause", "ToolState", "call_record", "failed", "find_call", "open_line", "pause_at", "round_stop", "run_tool"]
+__all__ = ["MAX_CALLS", "Pause", "ToolState", "call_record", "call_text", "failed", "find_call", "open_line", "pause_at", "round_stop", "run_tool"]
 
 MAX_CALLS = 8  # per sample; later triggers are kept as text and run nothing
 OPEN_LINE_TOKENS = 64  # how far back the prompt's last line is looked for (an expression is shorter)
 
 
-def open_line(decode: Callable[[list[int]], str], prompt_ids: list[int]) -> str:
-    """The prompt's text after its last line break ("" when it ends a line, as a chat prompt does)."""
-    tail = decode(list(prompt_ids[-OPEN_LINE_TOKENS:]))
-    return tail.rsplit("\n", 1)[-1] if "\n" in tail else tail
+def open_line(prompt_ids: list[int]) -> list[int]:
+    """The prompt's last tokens, where its unfinished last line is looked for (see call_text).
+
+    Kept as token ids, not text: a character split between the prompt and the answer (a strategy
+    that grows an answer in steps may cut "÷", two tokens, in half) decodes whole only with both sides.
+    """
+    return list(prompt_ids[-OPEN_LINE_TOKENS:])
+
+
+def call_text(decode: Callable[[list[int]], str], line: list[int], ids: list[int], rest: str, trigger: str) -> str:
+    """What a call is read from: the prompt's unfinished last line and the sample's tokens `ids` (kept
+    and forced, up to the trigger), decoded together, then the forced rest of the trigger, without
+    the trigger ("" for the line when the prompt ends a line, as a chat prompt does)."""
+    head = decode(line)
+    start = head.rfind("\n") + 1  # a newline is one byte: the text before it decodes alike either way
+    text = decode(list(line) + list(ids)) + rest
+    return text[start:len(text) - len(trigger)]
 
 
 @dataclass(frozen=True)
@@ -75,7 +88,7 @@ class ToolState:
     """What a sample that may call tools carries (the Scheduler writes it, like the rest of a Sequence)."""
 
     tools: dict  # trigger -> tool
-    line: str = ""  # the prompt's unfinished last line (open_line): calls are read from it on
+    line: list[int] = field(default_factory=list)  # the prompt's last tokens (open_line): calls read its open line
     round_start: int = 0  # index in the output where the current round starts
     text: str = ""  # the answer's text before round_start (kept text and forced text of earlier rounds)
     spans: list[tuple[int, int]] = field(default_factory=list)  # [start, end) of forced tokens in the output

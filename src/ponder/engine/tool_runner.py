@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 from ponder.engine.results import TokenEvent
 from ponder.engine.sequence import Sequence
-from ponder.engine.tool_calls import MAX_CALLS, failed, find_call, run_tool
+from ponder.engine.tool_calls import MAX_CALLS, call_text, failed, find_call, run_tool
 
 DEFAULT_TIME_LIMIT = 10.0  # seconds, for a tool that does not say (Tool.time_limit)
 WORKERS = 4
@@ -47,7 +47,8 @@ class ToolRunner:
         tool = st.tools[st.pause.trigger]
         call = None
         if len(st.calls) < MAX_CALLS:
-            call = find_call(tool, st.line + st.text + st.pause.before)
+            call = find_call(tool, call_text(self.scheduler.rules.decode, st.line, seq.output_ids, st.pause.rest,
+                                             st.pause.trigger))
         if call is None:
             return self.scheduler.resume(seq, self.encode(st.pause.rest) if st.pause.rest else [], st.pause.rest)
         if self._pool is None:

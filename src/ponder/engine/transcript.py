@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from ponder.engine import sampler
 from ponder.engine.finish import cut_at_stop, round_stop
 from ponder.engine.sampling_params import SamplingParams
-from ponder.engine.tool_calls import MAX_CALLS, find_call, open_line, run_tool
+from ponder.engine.tool_calls import MAX_CALLS, call_text, find_call, open_line, run_tool
 from ponder.errors import PonderError
 
 FORMAT = "ponder-transcript/1"
@@ -185,7 +185,7 @@ def _check_splices(engine, sample: dict, by_trigger: dict, params, prompt) -> tu
     idx = sample["index"]
     calls = {c["at_token"]: c for c in sample.get("tool_calls") or []}
     stops = tuple(dict.fromkeys(tuple(params.stop) + tuple(by_trigger)))
-    text, start, made = open_line(decode, prompt), 0, 0  # calls read the prompt's open line too
+    line, start, made = open_line(prompt), 0, 0  # calls read the prompt's open line too
     for at, n in sample.get("tool_spans") or []:
         kept = decode(out[start:at])
         found = None
@@ -202,7 +202,7 @@ def _check_splices(engine, sample: dict, by_trigger: dict, params, prompt) -> tu
             return ToolMismatch(idx, at, "these forced tokens do not follow a tool trigger"), made
         trig, rest = found
         tool = by_trigger[trig]
-        call = find_call(tool, text + (kept + rest)[:-len(trig)]) if made < MAX_CALLS else None
+        call = find_call(tool, call_text(decode, line, out[:at], rest, trig)) if made < MAX_CALLS else None
         rec = calls.get(at)
         if (call is None) != (rec is None):
             why = ("the text before the trigger makes no call, but one is recorded" if call is None else
@@ -225,7 +225,6 @@ def _check_splices(engine, sample: dict, by_trigger: dict, params, prompt) -> tu
         want = engine.tokenizer.encode(splice, add_bos=False) if splice else []
         if out[at:at + n] != want:
             return ToolMismatch(idx, at, f"the forced tokens are not the splice {splice!r} encoded"), made
-        text += kept + splice
         start = at + n
     if sample.get("finish_reason") in ("stop", "length"):
         tail = decode(out[start:])

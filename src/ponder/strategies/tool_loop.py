@@ -31,7 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from ponder.engine.finish import round_stop
-from ponder.engine.tool_calls import MAX_CALLS, call_record, find_call, open_line, pause_at, run_tool
+from ponder.engine.tool_calls import MAX_CALLS, call_record, call_text, find_call, open_line, pause_at, run_tool
 from ponder.strategies.backend import Backend, Generation, Sample, Usage
 from ponder.tools import Tool
 
@@ -43,7 +43,7 @@ class _Run:
     """One sample in progress."""
 
     index: int  # sample number within its request's seed stream
-    line: str = ""  # the prompt's unfinished last line, which a call may begin in
+    line: list[int] = field(default_factory=list)  # the prompt's last tokens, whose open line a call may begin in
     ids: list[int] = field(default_factory=list)  # generated and forced, in order
     mask: list[bool] = field(default_factory=list)  # True for forced (tool) tokens
     logprobs: list[float] = field(default_factory=list)  # of the model's tokens only
@@ -91,7 +91,7 @@ class ToolBackend(Backend):
         per = [p.with_seed() for p in (params if isinstance(params, list) else [params] * len(prompts))]
         stops = tuple(self.triggers)
         first = self.inner.generate(prompts, [replace(p, stop=tuple(dict.fromkeys(p.stop + stops))) for p in per])
-        lines = [open_line(self.inner.decode, p) for p in prompts]
+        lines = [open_line(p) for p in prompts]
         runs = [[_Run(p.first_sample + i, lines[r]) for i in range(len(g.samples))]
                 for r, (p, g) in enumerate(zip(per, first))]
         pending = []  # (request, run, sample just generated)
@@ -129,7 +129,8 @@ class ToolBackend(Backend):
             return False
         pause = pause_at(self.inner.decode, s.token_ids, hit[1])
         tool = self.triggers[pause.trigger]
-        call = find_call(tool, run.line + run.text + pause.before) if len(run.calls) < MAX_CALLS else None
+        call = (find_call(tool, call_text(self.inner.decode, run.line, run.ids + s.token_ids[:pause.kept], pause.rest,
+                                          pause.trigger)) if len(run.calls) < MAX_CALLS else None)
         res = run_tool(tool, call) if call is not None else None
         self._keep(run, s.token_ids[:pause.kept], s.logprobs[:pause.kept], pause.kept_text)
         forced_text = pause.rest + (res.output if res is not None else "")
