@@ -15,20 +15,7 @@ from ponder.strategies import EngineBackend
 from ponder.strategies.tool_loop import ToolBackend
 from ponder.tools import Tool, ToolCall, ToolResult, get_tools
 
-
-class Marker(Tool):
-    """Answers every trigger with the length of the text before it."""
-
-    name = "marker"
-
-    def __init__(self, trigger):
-        self.trigger = trigger
-
-    def find_call(self, text):
-        return ToolCall(self.name, str(len(text)))
-
-    def run(self, call):
-        return ToolResult(call, f"[{call.source}]", True, value=call.source)
+from marker_tool import Marker
 
 
 PARAMS = SamplingParams(temperature=1.0, max_tokens=24, seed=11, n=4)

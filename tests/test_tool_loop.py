@@ -9,25 +9,12 @@ from ponder import Engine
 from ponder.strategies import EngineBackend, Judge, Options, derive_seed, make_strategy
 from ponder.strategies.tool_loop import ToolBackend
 from ponder.tasks import Problem, load_problems, messages
-from ponder.tools import Tool, ToolCall, ToolResult, exemplar_messages, get_tools
+from ponder.tools import ToolCall, exemplar_messages, get_tools
 from ponder.tools.python import PythonTool
 from ponder.tools.sandbox import Limits
+
+from marker_tool import Marker
 from ponder.engine.sampling_params import SamplingParams
-
-
-class Marker(Tool):
-    """A tool the random tiny model calls often: its trigger is a character it writes a lot."""
-
-    name = "marker"
-
-    def __init__(self, trigger):
-        self.trigger = trigger
-
-    def find_call(self, text):
-        return ToolCall(self.name, str(len(text)))
-
-    def run(self, call):
-        return ToolResult(call, f"[{call.source}]", True, value=call.source)
 
 
 @pytest.fixture(scope="module")
