@@ -179,8 +179,10 @@ def test_a_slow_tool_does_not_hold_up_another_request(engine, prompt, trigger):
     while not engine.is_finished(plain):
         engine.step()
     assert seq.tools.pause is not None and not engine.is_finished(slow)  # still waiting on its tool
+    assert engine.stats().tool_sequences == 1
     gate.set()
     [s, p] = engine.run_until_done([slow, plain])
+    assert engine.stats().tool_sequences == 0
     assert s.outputs[0].tool_calls[0]["ok"] and p.finish_reason in ("stop", "length")
 
 
@@ -301,7 +303,7 @@ def bigram(engine, prompt):
 
 
 @pytest.mark.parametrize("case", ["stop in tool output", "short budget", "two-character trigger", "two tools",
-                                  "open prompt line"])
+                                  "open prompt line", "context limit"])
 def test_engine_side_equals_client_side_at_the_edges(engine, prompt, trigger, bigram, case):
     params = PARAMS
     tools = [Marker(trigger)]
@@ -316,6 +318,9 @@ def test_engine_side_equals_client_side_at_the_edges(engine, prompt, trigger, bi
         tools, params = [Loud(trigger)], SamplingParams(temperature=1.0, max_tokens=24, seed=11, n=4, stop=["STOP"])
     elif case == "short budget":
         params = SamplingParams(temperature=1.0, max_tokens=6, seed=5, n=8)
+    elif case == "context limit":  # splices run into the end of the context window: both paths cut them alike
+        limit = engine.info().max_sequence
+        prompt = prompt + prompt[-1:] * (limit - 16 - len(prompt))
     elif case == "two-character trigger":
         tools = [Marker(bigram)]
     else:
@@ -330,6 +335,10 @@ def test_engine_side_equals_client_side_at_the_edges(engine, prompt, trigger, bi
     if case == "open prompt line":
         calls = [c for s in inside.samples for c in s.tool_calls]
         assert calls and all(int(c["source"]) >= len("so 7 * 6") for c in calls)
+    if case == "context limit":  # some sample was cut at the limit, inside or right after a splice
+        limit = engine.info().max_sequence
+        assert all(len(prompt) + len(s.token_ids) <= limit for s in inside.samples)
+        assert any(len(prompt) + len(s.token_ids) == limit and s.tool_calls for s in inside.samples)
     if case == "stop in tool output":  # a sample went on after a tool wrote the stop string
         assert any(s.tool_calls and not s.text.endswith(s.tool_calls[-1]["output"]) for s in inside.samples)
 

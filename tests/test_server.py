@@ -52,7 +52,7 @@ def test_models_health_metrics(server, client, http):
     assert len(models) == 1 and models[0].owned_by == "ponder"
     assert http.get("/health").json()["status"] == "ok"
     text = httpx.get(server.url + "/metrics").text  # no key needed
-    for name in ("ponder_queue_depth", "ponder_running_requests", "ponder_tokens_per_second",
+    for name in ("ponder_queue_depth", "ponder_running_requests", "ponder_tool_samples", "ponder_tokens_per_second",
                  "ponder_prefix_cache_hit_rate"):
         assert f"\n{name} " in "\n" + text
 

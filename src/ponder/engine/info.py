@@ -27,6 +27,7 @@ class EngineInfo:
     speculative: str  # "off", "lookup" or "recycling"
     speculative_tokens: int
     weight_bytes: int  # bytes of weights a forward step reads
+    max_sequence: int  # a sequence (prompt + answer) ends here: the context window or the KV pool, if smaller
 
     def fingerprint(self, sha256: str) -> str:
         """What determines the outputs, for the server's system_fingerprint (the model file hash first)."""
@@ -50,6 +51,7 @@ class EngineStats:
     kv_blocks_total: int
     kv_blocks_used: int  # held by requests
     kv_blocks_cached: int  # kept only by the prefix cache (evictable)
+    tool_sequences: int  # samples paused while their tool call runs (out of the batch, KV kept)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -252,14 +252,16 @@ class Engine:
         return EngineInfo(self.model.name, self.model.path, self._runner.bits, kernel_isa(), self._runner.num_threads,
                           KERNEL_VERSION, __version__, self.config.context_length, self.config.vocab_size,
                           self._kv.block_size, self._kv.num_blocks, s.token_budget, s.radix is not None,
-                          s.speculative, s.speculative_tokens, self._runner.model.nbytes())
+                          s.speculative, s.speculative_tokens, self._runner.model.nbytes(),
+                          s.rules.context_length)
 
     def stats(self) -> EngineStats:
         s, kv = self._scheduler.stats(), self._kv
         unfinished = sum(1 for r in self._requests.values() if not r.finished)
         return EngineStats(s["waiting_requests"], s["running_requests"], s["waiting_sequences"],
                            s["running_sequences"], unfinished, self._steps, s["preemptions"], s["prefix_cache_nodes"],
-                           kv.num_blocks, kv.num_blocks - kv.num_available, kv.num_evictable)
+                           kv.num_blocks, kv.num_blocks - kv.num_available, kv.num_evictable,
+                           s["tool_sequences"])
 
     def transcript(self, result: GenerationResult) -> dict:
         """The replayable record of a generation (see engine/transcript.py)."""

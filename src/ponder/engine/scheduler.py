@@ -42,7 +42,7 @@ from ponder.engine.radix_cache import RadixCache
 from ponder.engine.results import TokenEvent
 from ponder.engine.sequence import Sequence, Status
 from ponder.engine.speculative import make_proposer
-from ponder.engine.tool_calls import call_record, pause_at
+from ponder.engine.tool_calls import call_record, fit_splice, pause_at
 
 log = logging.getLogger("ponder.engine")
 
@@ -125,8 +125,8 @@ class Scheduler:
         st = seq.tools
         if seq.finished or st is None or st.pause is None:
             return []
-        room = self.rules.context_length - len(seq)
-        forced_ids = list(forced_ids[:room])
+        forced_ids, forced_text = fit_splice(self.rules.decode, forced_ids, forced_text,
+                                             self.rules.context_length - len(seq))
         at = len(seq.output_ids)
         st.text += st.pause.kept_text + forced_text
         if result is not None:

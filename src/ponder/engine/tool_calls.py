@@ -18,6 +18,8 @@ so both give the same tokens for the same request and seed:
   expression begun in the prompt is part of the call.
 - max_tokens budgets the model's kept tokens; forced tokens cost nothing.  A splice made with the
   budget used up is still made, then the sample ends with "length".
+- A splice never grows a sample past its backend's sequence limit (the context window, or the KV
+  pool if smaller): what does not fit is cut (`fit_splice`) and the sample ends with "length".
 - Draws are keyed by (seed, sample number, position), and positions only grow, so a sample simply
   continues with its own seed and sample number after a splice.
 
@@ -32,7 +34,7 @@ from dataclasses import dataclass, field
 
 from ponder.engine.finish import round_stop
 
-__all__ = ["MAX_CALLS", "Pause", "ToolState", "call_record", "call_text", "failed", "find_call", "open_line", "pause_at", "round_stop", "run_tool"]
+__all__ = ["MAX_CALLS", "Pause", "ToolState", "call_record", "call_text", "failed", "fit_splice", "find_call", "open_line", "pause_at", "round_stop", "run_tool"]
 
 MAX_CALLS = 8  # per sample; later triggers are kept as text and run nothing
 OPEN_LINE_TOKENS = 64  # how far back the prompt's last line is looked for (an expression is shorter)
@@ -55,6 +57,15 @@ def call_text(decode: Callable[[list[int]], str], line: list[int], ids: list[int
     start = head.rfind("\n") + 1  # a newline is one byte: the text before it decodes alike either way
     text = decode(list(line) + list(ids)) + rest
     return text[start:len(text) - len(trigger)]
+
+
+def fit_splice(decode: Callable[[list[int]], str], ids: list[int], text: str, room: int) -> tuple[list[int], str]:
+    """The forced tokens that fit in `room` positions, and their text (the decoded kept tokens when
+    some are cut, so that a sample's text is always its tokens')."""
+    if len(ids) <= room:
+        return list(ids), text
+    ids = list(ids[:max(room, 0)])
+    return ids, decode(ids)
 
 
 @dataclass(frozen=True)

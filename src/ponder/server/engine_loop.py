@@ -68,6 +68,7 @@ class Stats:
         self.steps = 0
         self.queue_depth = 0
         self.running = 0
+        self.tool_samples = 0
         self.kv_blocks_used = 0
         self.kv_blocks_cached = 0
         self.kv_blocks_total = 0
@@ -281,5 +282,6 @@ class EngineLoop:
         now = self.engine.stats()
         self.stats.queue_depth = now.waiting_requests + len(self._inbox)
         self.stats.running = now.running_requests
+        self.stats.tool_samples = now.tool_sequences
         self.stats.kv_blocks_used = now.kv_blocks_used  # held by requests
         self.stats.kv_blocks_cached = now.kv_blocks_cached  # kept only by the prefix cache

@@ -19,6 +19,8 @@ def render(stats: Stats, http: dict) -> str:
     out: list[str] = []
     _line(out, "ponder_queue_depth", "gauge", "Requests waiting for the engine (not yet running).", stats.queue_depth)
     _line(out, "ponder_running_requests", "gauge", "Requests the engine is generating for.", stats.running)
+    _line(out, "ponder_tool_samples", "gauge", "Samples paused while a tool call they made runs.",
+          stats.tool_samples)
     _line(out, "ponder_open_requests", "gauge", "Prompts admitted by the HTTP server and not yet answered.",
           http["open"])
     _line(out, "ponder_tokens_per_second", "gauge",

@@ -94,6 +94,10 @@ class Backend(ABC):
     def model_info(self) -> dict:
         """{"name": ..., "sha256": ...} identifying the weights, for the results store."""
 
+    def max_sequence(self) -> int | None:
+        """Where a sequence (prompt + answer) ends with "length", if the backend tells (None: unknown)."""
+        return None
+
     @abstractmethod
     def encode_chat(self, messages: list[dict]) -> list[int]:
         """The prompt ids of a chat, rendered with the model's template, ready for the answer."""
@@ -145,6 +149,9 @@ class EngineBackend(Backend):
             m = self.engine.model
             self._info = {"name": m.name, "path": m.path, "sha256": m.sha256()}
         return self._info
+
+    def max_sequence(self):
+        return self.engine.info().max_sequence
 
     def encode_chat(self, messages):
         tok = self.engine.tokenizer

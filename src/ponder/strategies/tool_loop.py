@@ -23,7 +23,9 @@ seeds) is engine/tool_calls.py's, the one the engine follows when it runs tools 
 - A tool's error or timeout is text for the model (the tool never raises); after MAX_CALLS calls a
   sample's triggers are kept as text, so no sample loops forever.  A call made with the last token
   of the budget still gets its result spliced (forced tokens cost no budget); then the sample ends
-  with "length".
+  with "length".  So does a sample whose splice reaches the backend's sequence limit (what does not
+  fit is cut, as in the engine); a backend that does not tell its limit (a remote server) answers
+  a continuation past it with its context-length error instead.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from ponder.engine.finish import round_stop
-from ponder.engine.tool_calls import MAX_CALLS, call_record, call_text, find_call, open_line, pause_at, run_tool
+from ponder.engine.tool_calls import (MAX_CALLS, call_record, call_text, find_call, fit_splice, open_line, pause_at,
+                                      run_tool)
 from ponder.strategies.backend import Backend, Generation, Sample, Usage
 from ponder.tools import Tool
 
@@ -72,6 +75,9 @@ class ToolBackend(Backend):
     def model_info(self):
         return self.inner.model_info()
 
+    def max_sequence(self):
+        return self.inner.max_sequence()
+
     def encode_chat(self, messages):
         return self.inner.encode_chat(messages)
 
@@ -97,10 +103,12 @@ class ToolBackend(Backend):
         pending = []  # (request, run, sample just generated)
         for r, (g, rs) in enumerate(zip(first, runs)):
             pending += [(r, run, s) for run, s in zip(rs, g.samples)]
+        limit = self.inner.max_sequence()
         while pending:
             todo = []
             for r, run, s in pending:
-                if self._absorb(run, s, per[r]):
+                room = None if limit is None else limit - len(prompts[r])
+                if self._absorb(run, s, per[r], room):
                     todo.append((r, run))
             if not todo:
                 break
@@ -118,8 +126,9 @@ class ToolBackend(Backend):
             out.append(Generation(g.prompt_ids, samples, g.usage))
         return out
 
-    def _absorb(self, run: _Run, s: Sample, params) -> bool:
-        """Add a round's sample to the run; True when it stopped at a tool trigger and should continue."""
+    def _absorb(self, run: _Run, s: Sample, params, room: int | None) -> bool:
+        """Add a round's sample to the run; True when it stopped at a tool trigger and should continue.
+        room: the positions the backend holds after the prompt (None: it does not say)."""
         run.rounds += 1
         run.generated += s.generated
         run.finish = s.finish_reason
@@ -135,6 +144,8 @@ class ToolBackend(Backend):
         self._keep(run, s.token_ids[:pause.kept], s.logprobs[:pause.kept], pause.kept_text)
         forced_text = pause.rest + (res.output if res is not None else "")
         forced = self.inner.encode(forced_text) if forced_text else []
+        if room is not None:
+            forced, forced_text = fit_splice(self.inner.decode, forced, forced_text, room - len(run.ids))
         if res is not None:
             run.calls.append(call_record(res, len(run.ids), len(forced)))
             self._tool.tool_calls += 1
@@ -143,7 +154,9 @@ class ToolBackend(Backend):
         run.text += forced_text
         self._tool.tool_tokens += len(forced)
         run.finish = "length"
-        return run.model_tokens < params.max_tokens  # out of budget: the result is spliced, the answer ends
+        # out of budget or of room: the result is spliced, the answer ends
+        return run.model_tokens < params.max_tokens and (room is None or len(run.ids) < room)
+
     @staticmethod
     def _keep(run: _Run, ids, logprobs, text):
         run.ids += list(ids)
