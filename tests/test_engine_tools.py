@@ -364,3 +364,54 @@ def test_at_most_max_calls_per_sample(engine, prompt, trigger):
     last = full.tool_calls[-1]
     after = engine.tokenizer.decode(full.token_ids[last["at_token"] + last["n_tokens"]:])
     assert common in after or full.finish_reason == "length"  # later triggers stay text, nothing spliced
+
+
+def test_streamed_text_is_not_held_back_by_a_stop_string_in_tool_output(engine, prompt, trigger):
+    """`ponder generate --tools` streams through cli/stream.py (engine/stream_text.SampleText, as the
+    server does): a tool's output holding a stop string is written when it arrives, not at the end."""
+    from ponder.cli.stream import stream
+
+    params = SamplingParams(temperature=1.0, max_tokens=24, seed=11, stop=["STOP"])
+
+    class Out:
+        def __init__(self):
+            self.pieces = []
+
+        def write(self, s):
+            self.pieces.append(s)
+
+        def flush(self):
+            pass
+
+    out = Out()
+    rid = engine.add_request(prompt, params, [Loud(trigger)])
+    result = stream(engine, rid, params, out)
+    calls = result.outputs[0].tool_calls
+    assert calls, "the tiny model wrote no trigger"
+    assert "".join(out.pieces) == result.text
+    assert calls[0]["output"] in "".join(out.pieces[:-1])  # written while decoding, not by the last write
+
+
+def test_sample_text_rebuilds_the_text_and_its_offsets_across_splices(engine, prompt, trigger):
+    """engine/stream_text.SampleText, fed a result's tokens one by one, hands out exactly its text, marks
+    each tool output's characters, and gives each token the offset where its text starts."""
+    from ponder.engine.stream_text import SampleText
+
+    [r] = engine.generate(prompt, PARAMS, [Marker(trigger)])
+    for o in (o for o in r.outputs if o.tool_calls):
+        st = SampleText(engine.tokenizer, PARAMS.stop)
+        text, tool_text, offsets = "", "", []
+        mask = o.tool_mask + [False]
+        for k, (t, tool) in enumerate(zip(o.token_ids, o.tool_mask)):
+            offsets.append(st.add(t, tool=tool))
+            if not mask[k + 1]:  # a step ends here (a splice's tokens all arrive in one step)
+                piece, spans = st.take()
+                tool_text += "".join(piece[a:b] for a, b in spans)
+                text += piece
+        st.finish()
+        text += st.take()[0]
+        assert text == o.text
+        assert tool_text == "".join(c["output"] for c in o.tool_calls)
+        assert offsets == sorted(offsets)
+        for a, b in o.tool_spans:  # a splice's first token starts right after the text before it
+            assert offsets[a] == len(engine.tokenizer.decode(o.token_ids[:a]))

@@ -1,8 +1,9 @@
 """One request's text written to the terminal as it becomes final: `ponder generate` and `ponder chat`.
 
-The server's incremental detokenizer decides what is final: text inside an
-unfinished UTF-8 character, or that may be the start of a stop string, is held
-back; what has been written is always a prefix of the result's text.
+engine/stream_text.SampleText decides what is final, as for the server's streams: text inside an
+unfinished UTF-8 character, or that may be the start of a stop string, is held back (within a
+round: a tool's output never holds text back); what has been written is always a prefix of the
+result's text.
 """
 
 from __future__ import annotations
@@ -16,21 +17,24 @@ def stream(engine, rid: int, params, out, should_stop: Callable[[], bool] | None
     should_stop() is asked before each step: True aborts the request (Ctrl-C in chat).
     """
     from ponder.engine.finish import is_stop_token
-    from ponder.loading.detokenize import IncrementalDetokenizer
+    from ponder.engine.stream_text import SampleText
 
-    detok = IncrementalDetokenizer(engine.tokenizer, params.stop)
+    text = SampleText(engine.tokenizer, params.stop)
     eos = engine.tokenizer.eos_ids
+    written = 0
     while not engine.is_finished(rid):
         if should_stop is not None and should_stop():
             engine.abort(rid)
             break
         for ev in engine.step():
-            if ev.request_id != rid or (ev.finish_reason == "stop" and is_stop_token(ev.token_id, params, eos)):
-                continue
-            detok.add(ev.token_id)
-            out.write(detok.take())
-            out.flush()
+            if ev.request_id == rid:
+                text.add(ev.token_id, tool=ev.tool,
+                         hidden=ev.finish_reason == "stop" and is_stop_token(ev.token_id, params, eos))
+        piece = text.take()[0]  # once per step: a splice's tokens all arrive in one step
+        out.write(piece)
+        out.flush()
+        written += len(piece)
     result = engine.pop_result(rid)
-    if result.error is None:
-        out.write(detok.finish(result.text))
+    if result.error is None:  # what was written is a prefix of the result's text: write the rest
+        out.write(result.text[written:])
     return result

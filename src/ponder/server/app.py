@@ -28,10 +28,11 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from ponder.engine.finish import cut_at_stop, is_stop_token, shown
+from ponder.engine.finish import is_stop_token, shown
+from ponder.engine.stream_text import SampleText
 from ponder.errors import ContextLengthError
 from ponder.server import metrics, protocol
-from ponder.loading.detokenize import IncrementalDetokenizer, TokenStrings, token_offsets
+from ponder.loading.detokenize import TokenStrings, token_offsets
 from ponder.server.engine_loop import EngineLoop, Job
 from ponder.server.protocol import APIError, api_error
 
@@ -550,11 +551,8 @@ class Server:
         created, n = int(time.time()), req.params.n
         env = self._envelope("chat.completion.chunk" if chat else "text_completion", rid, created)
         eos = self.tokenizer.eos_ids
-        detok = {(i, s): IncrementalDetokenizer(self.tokenizer, req.params.stop) for i in range(len(ids))
-                 for s in range(n)}
+        texts = {(i, s): SampleText(self.tokenizer, req.params.stop) for i in range(len(ids)) for s in range(n)}
         prefix = {i: (echo_texts[i] if req.echo else "") for i in range(len(ids))}
-        forced = {key: [] for key in detok}  # tool tokens of a splice still arriving (ponder_tools)
-        done = {key: 0 for key in detok}  # chars of a sample's text before its current round
         completion_tokens, cached, tool = 0, 0, {}
 
         def event(choices, **extra) -> str:
@@ -605,26 +603,12 @@ class Server:
                     by_sample.setdefault(ev.sample_index, []).append((ev, tops[k] if tops else []))
                 choices = []
                 for s, evs in sorted(by_sample.items()):
-                    key = (i, s)
-                    text, lps, finish, why, tool_chars = "", [], None, None, []
+                    st = texts[(i, s)]
+                    lps, finish, why = [], None, None
                     legacy = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
-
-                    def flush_tool():  # a splice's tokens are all in: its text, marked as tool output
-                        nonlocal text
-                        t = self.tokenizer.decode(forced[key])
-                        tool_chars.append([len(text), len(text) + len(t)])
-                        text += t
-                        done[key] += len(t)
-                        forced[key] = []
-
                     for ev, top in evs:
-                        d = detok[key]
                         hidden = ev.finish_reason == "stop" and is_stop_token(ev.token_id, req.params, eos)
-                        if ev.tool and not forced[key]:  # a splice starts: the round's text is final
-                            kept = self.tokenizer.decode(d.ids)
-                            text += d.finish(kept)
-                            done[key] += len(kept)
-                            d = detok[key] = IncrementalDetokenizer(self.tokenizer, req.params.stop)
+                        at = st.add(ev.token_id, tool=ev.tool, hidden=hidden)
                         if req.logprobs is not None and not (chat and hidden):
                             if chat:
                                 lps += self._chat_logprobs(req, [ev.token_id], [ev.logprob], [top])
@@ -632,23 +616,13 @@ class Server:
                                 legacy["tokens"].append(self._tok(req, ev.token_id))
                                 legacy["token_logprobs"].append(ev.logprob)
                                 legacy["top_logprobs"].append(self._top_dict(req, ev.token_id, ev.logprob, top))
-                                legacy["text_offset"].append(len(prefix[i]) + done[key] + len(d.text))
-                        if ev.tool:
-                            forced[key].append(ev.token_id)
-                        else:
-                            if forced[key]:
-                                flush_tool()
-                            if not hidden:
-                                d.add(ev.token_id)
-                            text += d.take()
+                                legacy["text_offset"].append(len(prefix[i]) + at)
                         if ev.finish_reason:
-                            if forced[key]:
-                                flush_tool()
                             finish = ev.finish_reason
-                            text += d.finish(self._final_text(d, req.params.stop))
-                            why = self._stop_reason_of(d.ids + [ev.token_id] if hidden else d.ids, finish, req.params)
-                    if forced[key]:
-                        flush_tool()
+                            st.finish()
+                            ids_ = st.round_ids + [ev.token_id] if hidden else st.round_ids
+                            why = self._stop_reason_of(ids_, finish, req.params)
+                    text, tool_chars = st.take()
                     if finish == "abort":
                         continue
                     logprobs = (lps if chat else legacy) if req.logprobs is not None else None
@@ -675,10 +649,6 @@ class Server:
             if run is not None:
                 run.close()
             release()
-
-    def _final_text(self, d: IncrementalDetokenizer, stop: tuple) -> str:
-        """A finished sample's text, as the engine computes it: decoded, cut where a stop string starts."""
-        return cut_at_stop(self.tokenizer.decode(d.ids), stop)[0]
 
 
 SMALL = 4096  # characters (or token ids) that are handled on the event loop: a thread hop costs more
