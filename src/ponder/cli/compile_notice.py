@@ -10,6 +10,9 @@ tokens-per-second figure can leave it out (`ponder run`'s progress bar does).
 Lines are whole and written to the current sys.stderr, so they also show above a
 rich progress display (which redirects stderr while it is live).
 
+It also says when the Token Recycling prior of a model is built (once per model file,
+engine/recycling_prior.py), the other one-time wait of a first run.
+
 Only the CLI installs it: the library itself prints nothing.
 """
 
@@ -83,4 +86,8 @@ def install(stream=None) -> CompileNotice:
 
         _installed = type("CompileListener", (CompileNotice, event.Listener), {})(stream)
         event.register("numba:compile", _installed)
+        # the other one-time build a first run may do: the Token Recycling prior of a model
+        from ponder.engine import recycling_prior
+
+        recycling_prior.notice.append(lambda text: _installed._write(text + "\n"))
     return _installed

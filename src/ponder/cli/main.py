@@ -130,7 +130,7 @@ def _cmd_bench(args) -> int:
         from ponder.bench.spec_decode import run_spec_decode
 
         out = run_spec_decode(args.model, args.threads, args.speculative, args.vs, args.tokens or 128, args.repeats,
-                              args.speculative_tokens, args.speculative_shared)
+                              args.speculative_tokens, args.speculative_shared, not args.speculative_cold)
     else:
         tokens = args.tokens or (256 if args.kind == "prefill" else 64)
         out = suite.run_speed(args.kind, args.model, args.threads, args.vs, tokens, args.repeats)
@@ -371,6 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="decode --speculative: draft tokens per step (the engine's default: 8)")
     p.add_argument("--speculative-shared", action="store_true",
                    help="decode --speculative: one proposer (Token Recycling table) for all requests")
+    p.add_argument("--speculative-cold", action="store_true",
+                   help="decode --speculative recycling: tables start empty, not from the model's prior")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_bench)
 

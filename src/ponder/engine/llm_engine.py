@@ -19,7 +19,7 @@ import itertools
 
 import numba
 
-from ponder.engine import forking, prompts, scoring, tool_calls
+from ponder.engine import forking, prompts, recycling_prior, scoring, tool_calls
 from ponder.engine.accounting import CostModel
 from ponder.engine.finish import FinishRules
 from ponder.engine.info import EngineInfo, EngineStats
@@ -30,6 +30,7 @@ from ponder.engine.results import GenerationResult, Prompt, SampleOutput, ScoreR
 from ponder.engine.sampling_params import SamplingParams
 from ponder.engine.scheduler import Scheduler
 from ponder.engine.speculative import MODES
+from ponder.engine.token_recycling import K as RECYCLING_K
 from ponder.engine.sequence import Sequence
 from ponder.engine.tool_runner import ToolRunner
 from ponder.errors import ContextLengthError, InvalidParameterError
@@ -43,7 +44,7 @@ class Engine:
                  block_size: int = 16, token_budget: int = 512, threads: int | None = None,
                  prefix_cache: bool = True, activation_bits: int = 16, speculative: str = "off",
                  speculative_tokens: int = 8, speculative_max_batch: int = 4, speculative_shared: bool = False,
-                 isa: str | None = None):
+                 speculative_prior: bool = True, isa: str | None = None):
         """threads: kernel threads for this engine's steps (None: numba's default); it is applied
         around the engine's own calls, never to the process.  isa: None or the instruction set the
         kernels were started with (PONDER_ISA); it is checked, and shown by info().
@@ -51,7 +52,9 @@ class Engine:
         most speculative_tokens tokens per step while at most speculative_max_batch sequences
         decode; tokens and logprobs are the same either way (engine/speculative.py).
         speculative_shared: one proposer (one Token Recycling table) for all requests instead of one
-        per request: drafts, and so speed, then depend on what ran before; tokens never do."""
+        per request: drafts, and so speed, then depend on what ran before; tokens never do.
+        speculative_prior: Token Recycling tables start from the model's prior (recycling_prior.py;
+        built once per model file, then read from $PONDER_HOME) instead of cold."""
         if speculative not in MODES:
             raise InvalidParameterError(f"speculative must be one of {', '.join(MODES)} (got {speculative!r})",
                                         "speculative")
@@ -74,10 +77,13 @@ class Engine:
         # own, so that no single sequence can wait forever for blocks that do not exist
         kv_positions = self._kv.num_blocks * self._kv.block_size
         rules = FinishRules(self.tokenizer.eos_ids, min(c.context_length, kv_positions), self.tokenizer.decode)
+        prior, self._prior_status = None, "none"
+        if speculative == "recycling" and speculative_prior and _prior_worthwhile(model, self._runner.model):
+            prior, self._prior_status = recycling_prior.load_or_build(model, activation_bits, threads, RECYCLING_K)
         self._scheduler = Scheduler(self._kv, rules, token_budget=token_budget, prefix_cache=prefix_cache,
                                     speculative=speculative, speculative_tokens=speculative_tokens,
                                     speculative_shared=speculative_shared,
-                                    speculative_max_batch=speculative_max_batch)
+                                    speculative_max_batch=speculative_max_batch, speculative_prior=prior)
         self._tools = ToolRunner(self._scheduler, lambda text: self.tokenizer.encode(text, add_bos=False))
         self._prompts = prompts.PromptChecker(c.vocab_size, c.context_length, kv_positions)
         self._costs = CostModel(c, self._runner.model.nbytes())
@@ -253,7 +259,7 @@ class Engine:
                           KERNEL_VERSION, __version__, self.config.context_length, self.config.vocab_size,
                           self._kv.block_size, self._kv.num_blocks, s.token_budget, s.radix is not None,
                           s.speculative, s.speculative_tokens, self._runner.model.nbytes(),
-                          s.rules.context_length)
+                          s.rules.context_length, self._prior_status)
 
     def stats(self) -> EngineStats:
         s, kv = self._scheduler.stats(), self._kv
@@ -304,3 +310,14 @@ def _raise_failed(results: list) -> list:
 def _is_prompt_list(prompts) -> bool:
     """A list of prompts, as opposed to one prompt that is itself a list (token ids or messages)."""
     return isinstance(prompts, list) and bool(prompts) and all(isinstance(p, (str, list)) for p in prompts)
+
+
+def _prior_worthwhile(model: LoadedModel, fast_model) -> bool:
+    """A Token Recycling prior is kept for a model file whose packed weights the weight cache keeps too:
+    for a small test model, building it costs more than it saves."""
+    import os
+
+    from ponder.model.weight_cache import MIN_BYTES
+
+    source = model.weights.source
+    return source is not None and os.path.isfile(source) and fast_model.nbytes() >= MIN_BYTES

@@ -62,7 +62,8 @@ class ScheduledChunk:
 class Scheduler:
     def __init__(self, kv: KVCache, rules: FinishRules, token_budget: int = 512, max_running: int = 256,
                  prefix_cache: bool = True, speculative: str = "off", speculative_tokens: int = 8,
-                 speculative_max_batch: int = 4, speculative_shared: bool = False):
+                 speculative_max_batch: int = 4, speculative_shared: bool = False,
+                 speculative_prior=None):
         self.kv = kv
         self.rules = rules
         self.radix = RadixCache(kv) if prefix_cache else None
@@ -72,8 +73,9 @@ class Scheduler:
         # memory bandwidth, i.e. when few sequences decode together (see BENCHMARKS.md).
         self.speculative = speculative  # "off", "lookup" or "recycling" (engine/speculative.py)
         self.speculative_tokens = speculative_tokens  # at most this many draft nodes per step
+        self.speculative_prior = speculative_prior  # Token Recycling's starting table, or None (cold)
         # opt-in: one proposer for every request, so drafts (speed, never tokens) depend on history
-        self._shared_proposer = (make_proposer(speculative)
+        self._shared_proposer = (make_proposer(speculative, speculative_prior)
                                  if speculative_shared and speculative != "off" else None)
         self.speculative_max_batch = speculative_max_batch
         self.waiting: deque[Sequence] = deque()
@@ -89,7 +91,7 @@ class Scheduler:
         self.waiting.append(seq)
         if self.speculative != "off" and not seq.scoring:
             # one proposer per request, shared by its samples: nothing crosses requests
-            seq.proposer = self._shared_proposer or make_proposer(self.speculative)
+            seq.proposer = self._shared_proposer or make_proposer(self.speculative, self.speculative_prior)
         for s in seq.siblings:
             s.status = Status.PARKED
             s.proposer = seq.proposer

@@ -45,13 +45,14 @@ class LookupProposer:
         pass
 
 
-def make_proposer(mode: str) -> Proposer:
+def make_proposer(mode: str, prior: np.ndarray | None = None) -> Proposer:
+    """prior: Token Recycling's starting table (recycling_prior.py), or None for a cold one."""
     if mode == "lookup":
         return LookupProposer()
     if mode == "recycling":
         from ponder.engine.token_recycling import RecyclingProposer
 
-        return RecyclingProposer()
+        return RecyclingProposer(prior=prior)
     raise ValueError(f"no proposer {mode!r}")
 
 

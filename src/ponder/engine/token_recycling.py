@@ -7,7 +7,8 @@ shape, a list of (parent, rank) pairs, filled from the table starting at the las
 token: node i's token is succ[token of parent, rank].
 
 The table belongs to one request (its samples share it), so speed depends only on
-the request's own history; tokens never depend on the table at all (speculative.py).
+the request's own history and the model's fixed prior it starts from
+(recycling_prior.py); tokens never depend on the table at all (speculative.py).
 """
 
 from __future__ import annotations
@@ -49,15 +50,21 @@ def top_k_rows(rows, k, out):
 
 
 class RecyclingProposer:
-    def __init__(self, shape: tuple[tuple[int, int], ...] | None = None, k: int = K):
+    def __init__(self, shape: tuple[tuple[int, int], ...] | None = None, k: int = K,
+                 prior: np.ndarray | None = None):
+        """prior: None (a cold table) or a read-only succ table to start from (recycling_prior.py);
+        it is copied at the first observation, so requests never write each other's tables."""
         self.shape = shape or SHAPE
         self.k = k
-        self.succ: np.ndarray | None = None  # made at the first observation (vocab size from the rows)
+        self.succ: np.ndarray | None = prior  # else made at the first observation (vocab size from the rows)
+        self._own = False  # succ is this proposer's to write
 
     def observe(self, tokens: list[int], rows: np.ndarray) -> None:
         rows = np.ascontiguousarray(rows[:len(tokens)], np.float32)
-        if self.succ is None:
-            self.succ = np.full((rows.shape[1], self.k), -1, np.int32)
+        if not self._own:
+            self.succ = (np.full((rows.shape[1], self.k), -1, np.int32) if self.succ is None
+                         else np.array(self.succ[:, :self.k]))
+            self._own = True
         top = np.empty((len(rows), self.k), np.int32)
         top_k_rows(rows, self.k, top)
         self.succ[np.asarray(tokens, np.int64)] = top

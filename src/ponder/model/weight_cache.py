@@ -83,7 +83,8 @@ def cache_path(source: str, layout: str) -> str:
     return os.path.join(ponder_home(), "packed", f"{os.path.basename(source)[:64]}-{tag}-{layout}.pack")
 
 
-def _checksum(data: np.ndarray) -> list[int]:
+def checksum(data: np.ndarray) -> list[int]:
+    """64-bit sum and xor of the words of data (its length a multiple of 8): cheap, and any flipped bit shows."""
     words = data.view(np.uint64)
     return [int(np.add.reduce(words, dtype=np.uint64)), int(np.bitwise_xor.reduce(words))]
 
@@ -128,7 +129,7 @@ class PackedWeightCache:
                 if start % _ALIGN or start + length != size or length % 8:
                     raise ValueError("data section does not match the file size")
                 data = _map(f, start, length)
-                if _checksum(data) != index["checksum"]:
+                if checksum(data) != index["checksum"]:
                     raise ValueError("checksum mismatch")
                 self._loaded = {name: _restore(entry, data) for name, entry in index["entries"].items()}
                 self.status = "hit"
@@ -166,25 +167,32 @@ class PackedWeightCache:
         for at, value in arrays:
             data[at: at + value.nbytes] = np.ascontiguousarray(value).reshape(-1).view(np.uint8)
         index = {"identity": self.identity, "layout": self.layout, "entries": index_entries,
-                 "data_bytes": offset, "checksum": _checksum(data), "data_offset": 0}
+                 "data_bytes": offset, "checksum": checksum(data), "data_offset": 0}
         head_len = _HEAD.size + len(json.dumps(index).encode()) + 64  # room for the offset's digits
         index["data_offset"] = -(-head_len // _ALIGN) * _ALIGN
         blob = json.dumps(index).encode()
+        blob = _HEAD.pack(MAGIC, FORMAT_VERSION, len(blob)) + blob
+        if write_atomic(self.path, [blob, b"\0" * (index["data_offset"] - len(blob)), memoryview(data)]):
+            self._loaded, self._new = entries, {}
+
+
+def write_atomic(path: str, parts) -> bool:
+    """Write the byte strings `parts` to path through a temporary file renamed into place, so that
+    readers see a whole file or none.  False (nothing written) if the directory is not writable."""
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
         try:
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(self.path), suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(_HEAD.pack(MAGIC, FORMAT_VERSION, len(blob)) + blob)
-                    f.write(b"\0" * (index["data_offset"] - f.tell()))
-                    f.write(memoryview(data))
-                os.replace(tmp, self.path)
-            except BaseException:
-                os.unlink(tmp)
-                raise
-        except OSError:
-            return
-        self._loaded, self._new = entries, {}
+            with os.fdopen(fd, "wb") as f:
+                for part in parts:
+                    f.write(part)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    except OSError:
+        return False
+    return True
 
 
 def _map(f, start: int, length: int) -> np.ndarray:
