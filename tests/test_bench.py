@@ -88,3 +88,42 @@ def test_spec_decode_reports_acceptance_and_checks_the_answers(tiny_llama):
     buf = io.StringIO()
     print_spec(out, Console(file=buf, width=200))
     assert "tokens per step" in buf.getvalue() and "speculation on / off" in buf.getvalue()
+
+
+def test_bench_start_times_fresh_processes(tiny_engine, tiny_llama):
+    """`ponder bench start`: fresh `ponder generate` processes timed after a warm-up; the report names the goal."""
+    from ponder import SamplingParams
+    from ponder.bench.start import print_start, run_start
+
+    tiny_engine.generate("hi", SamplingParams(max_tokens=1))  # its kernels are in the cache: the children load them
+    out = run_start(str(tiny_llama[2]), 1, None, repeats=2)
+    (r,) = out["results"]
+    assert r["engine"] == "ponder" and len(r["wall_runs"]) == len(r["cpu_runs"]) == 2
+    assert 0 < r["wall_min_s"] <= r["wall_median_s"] and r["cpu_median_s"] > 0
+    assert out["isa"] == tiny_engine.info().isa and "generate hi --max-tokens 1" in out["command"]
+    buf = io.StringIO()
+    print_start(out, Console(file=buf, width=200))
+    assert "fresh processes" in buf.getvalue() and "ponder" in buf.getvalue()
+
+
+def test_bench_start_reports_a_failing_child_as_an_error(tmp_path):
+    from ponder.bench.start import run_start
+    from ponder.errors import PonderError
+
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF" + b"\0" * 40)
+    with pytest.raises(PonderError, match="exited with 2"):
+        run_start(str(bad), 1, None, repeats=1)
+
+
+def test_bench_start_against_llama_cpp(tiny_engine, tiny_llama):
+    """--vs llama.cpp: the yardstick is a fresh process too, alternated with ponder's; the ratio is of medians."""
+    pytest.importorskip("llama_cpp")
+    from ponder import SamplingParams
+    from ponder.bench.start import run_start
+
+    tiny_engine.generate("hi", SamplingParams(max_tokens=1))
+    out = run_start(str(tiny_llama[2]), 1, "llama.cpp", repeats=1)
+    p, q = out["results"]
+    assert (p["engine"], q["engine"]) == ("ponder", "llama.cpp")
+    assert out["ratio_vs_llama_cpp"] == p["wall_median_s"] / q["wall_median_s"]

@@ -45,3 +45,41 @@ def test_models_lists_default(capsys):
 def test_unknown_model_is_a_clean_error(capsys):
     assert main(["generate", "x", "-m", "no-such-model"]) == 2
     assert "unknown model 'no-such-model'" in capsys.readouterr().err
+
+
+def test_the_parser_and_errors_leave_the_engine_unimported():
+    """`ponder --help`, `runs` and the start of `generate` import neither Numba nor the strategies to parse."""
+    import subprocess
+    import sys
+
+    code = ("import sys, ponder.cli.main as m; m.build_parser().parse_args(['generate', 'hi']); "
+            "from ponder import PonderError; "
+            "print(sorted(k for k in ('numba', 'ponder.engine', 'ponder.strategies', 'ponder.tasks', 'rich') "
+            "if k in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_run_arguments_are_there_when_run_is_parsed(capsys):
+    """`run`'s arguments are added on first use: parsing and its help still see all of them."""
+    from ponder.cli.main import build_parser
+
+    args = build_parser().parse_args(["run", "--strategy", "majority", "--samples", "4", "--prompt-style", "steps"])
+    assert (args.strategy, args.samples, args.prompt_style) == ("majority", 4, "steps")
+    try:
+        build_parser().parse_args(["run", "--help"])
+    except SystemExit:
+        pass
+    assert "--strategy" in capsys.readouterr().out
+
+
+def test_main_turns_the_garbage_collector_back_on(tiny_llama, capsys):
+    """main() turns the collector off for start-up: it is on again after a run, a failed one included."""
+    import gc
+
+    assert main(["generate", "the cat", "-m", str(tiny_llama[2]), "--max-tokens", "2"]) == 0
+    assert gc.isenabled()
+    assert main(["generate", "x", "-m", "no-such-model"]) == 2
+    assert gc.isenabled()
+    assert main(["generate", "the cat", "-m", str(tiny_llama[2]), "--max-tokens", "2", "--json"]) == 0
+    assert gc.isenabled()

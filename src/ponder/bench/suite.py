@@ -183,6 +183,11 @@ def print_report(out: dict) -> None:
                   f"{out['cpu']}  isa={out.get('isa', '?')}  {out['date']}")
     if out.get("amx"):
         console.print("llama.cpp runs without its AMX repacking (it died with SIGILL on such a host)")
+    if out["benchmark"] == "start":
+        from ponder.bench.start import print_start
+
+        print_start(out, console)
+        return
     if "memory_bandwidth_GBs" in out:
         console.print(f"memory read bandwidth (measured): {out['memory_bandwidth_GBs']:.1f} GB/s")
     if out["benchmark"] == "ttc":

@@ -11,10 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 
-def stream(engine, rid: int, params, out, should_stop: Callable[[], bool] | None = None):
+def stream(engine, rid: int, params, out, should_stop: Callable[[], bool] | None = None,
+           first_step: Callable[[], None] | None = None):
     """Step the engine until request `rid` finishes, writing its text to `out`; returns its (popped) result.
 
     should_stop() is asked before each step: True aborts the request (Ctrl-C in chat).
+    first_step() is called once, after the first step (the CLI's start-up ends there).
     """
     from ponder.engine.finish import is_stop_token
     from ponder.engine.stream_text import SampleText
@@ -26,7 +28,11 @@ def stream(engine, rid: int, params, out, should_stop: Callable[[], bool] | None
         if should_stop is not None and should_stop():
             engine.abort(rid)
             break
-        for ev in engine.step():
+        events = engine.step()
+        if first_step is not None:
+            first_step, call = None, first_step
+            call()
+        for ev in events:
             if ev.request_id == rid:
                 text.add(ev.token_id, tool=ev.tool,
                          hidden=ev.finish_reason == "stop" and is_stop_token(ev.token_id, params, eos))
