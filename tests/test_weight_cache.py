@@ -145,3 +145,41 @@ def test_a_pack_naming_a_type_that_is_gone_is_rebuilt(q41_model, cache_home, ren
     rebuilt = _runner(q41_model)
     assert rebuilt.pack_cache == "corrupt" and np.array_equal(_logits(rebuilt), good)
     assert _runner(q41_model).pack_cache == "hit"
+
+
+def test_checksum_by_chunks_is_the_whole_arrays_sum_and_xor():
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, 256, 8 * (3 * weight_cache._CHUNK_WORDS + 5), dtype=np.uint8)  # a partial last chunk
+    words = data.view(np.uint64)
+    assert weight_cache.checksum(data) == [int(np.add.reduce(words, dtype=np.uint64)),
+                                            int(np.bitwise_xor.reduce(words))]
+
+
+def _anonymous_kb(buf: np.ndarray) -> int | None:
+    """Anonymous memory (pages copied on write) of the mapping holding buf, from /proc/self/smaps (None
+    off Linux)."""
+    try:
+        text = open("/proc/self/smaps").read()
+    except OSError:
+        return None
+    addr = buf.__array_interface__["data"][0]
+    inside = False
+    for line in text.splitlines():
+        head = line.split()[0]
+        if "-" in head and all(c in "0123456789abcdef-" for c in head):
+            lo, hi = (int(x, 16) for x in head.split("-"))
+            inside = lo <= addr < hi
+        elif inside and head == "Anonymous:":
+            return int(line.split()[1])
+    return None
+
+
+def test_a_loaded_pack_shares_the_page_cache_instead_of_copying(q41_model, cache_home):
+    """The pack is mapped private and writable, but read: its pages are the page cache's, none copied."""
+    _runner(q41_model)
+    hit = _runner(q41_model)
+    assert hit.pack_cache == "hit"
+    copied = _anonymous_kb(hit.output.packed.buf)
+    if copied is None:
+        pytest.skip("no /proc/self/smaps")
+    assert copied == 0
