@@ -277,3 +277,39 @@ def test_rope_tables_sized_by_use_have_the_same_bits():
     for n in (1, 256, 777, 4096):
         cos, sin = ops.rope_tables(1e5, 64, n)
         assert np.array_equal(cos, full_cos[:n]) and np.array_equal(sin, full_sin[:n])
+
+
+def _string_array_bytes(strings: list[bytes], tail: bytes = b"") -> bytes:
+    return b"".join(struct.pack("<Q", len(s)) + s for s in strings) + tail
+
+
+@pytest.mark.parametrize("case", ["short", "empty strings", "one long", "nuls inside", "all long", "truncated"])
+def test_string_arrays_in_bulk_are_the_walks(case):
+    """The bulk path finds the strings' starts exactly as the walk over their lengths, or steps aside."""
+    rng = np.random.default_rng(7)
+    strings = [bytes(rng.integers(33, 127, int(rng.integers(1, 12)), dtype=np.uint8)) for _ in range(300)]
+    if case == "empty strings":
+        strings[10:13] = [b"", b"", b""]
+    elif case == "one long":
+        strings[150] = b"x" * 300  # a length of 300: its second byte is not zero
+    elif case == "nuls inside":
+        strings[40] = b"a" + b"\0" * 9 + b"b"
+    elif case == "all long":
+        strings = [b"y" * 260 for _ in range(20)]
+    buf = _string_array_bytes(strings, tail=struct.pack("<Q", 5) + b"after")  # what follows looks like one more
+    if case == "truncated":
+        buf = buf[: len(buf) // 2]
+    walk = gguf_reader._Cursor("m.gguf", buf, len(buf), None)
+    bulk = gguf_reader._Cursor("m.gguf", buf, len(buf), None)
+    if case == "truncated":
+        with pytest.raises(ModelFormatError, match="truncated"):
+            gguf_reader._string_array(bulk, len(strings), "kv tokens")
+        return
+    got = gguf_reader._string_array(bulk, len(strings), "kv tokens")
+    want = gguf_reader._strings_one_by_one(walk, len(strings), "kv tokens")
+    assert got == want == [s.decode() for s in strings] and bulk.pos == walk.pos
+    found = gguf_reader._short_string_starts(buf, 0, len(buf), len(strings))
+    if case == "short":
+        assert found is not None and found[1] == walk.pos
+    if case in ("one long", "all long"):
+        assert found is None

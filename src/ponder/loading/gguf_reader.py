@@ -132,39 +132,77 @@ class _Cursor:
 def _string_array(cur: _Cursor, count: int, what: str) -> list[str]:
     """`count` strings: the hot part of a load (a vocabulary and its merges).
 
-    One loop walks the lengths; the text is then decoded in one call, each 8-byte length
-    replaced by a NUL separator.  A string holding a NUL, or invalid UTF-8, takes the
-    string-by-string path, which also names the bad string.
+    The strings' starts come from _short_string_starts in bulk, or from one loop over the
+    lengths; the text is then decoded in one call, each 8-byte length replaced by a NUL
+    separator.  A string holding a NUL, or invalid UTF-8, takes the string-by-string path,
+    which also names the bad string.
     """
     if cur.spans is not None:
         return _strings_one_by_one(cur, count, what)
-    buf, pos, size = cur.buf, cur.pos, cur.size
-    start = pos
-    unpack = struct.Struct("<Q").unpack_from
-    heads = [0] * count
-    for i in range(count):
-        if pos + 8 > size:
-            break
-        heads[i] = pos
-        (n,) = unpack(buf, pos)
-        pos += 8 + n
-        if pos > size:
-            break
+    buf, start, size = cur.buf, cur.pos, cur.size
+    found = _short_string_starts(buf, start, size, count)
+    if found is not None:
+        heads, pos = found
     else:
-        raw = np.frombuffer(buf, np.uint8, pos - start, start)
-        keep = np.ones(len(raw), bool)
-        prefix = np.asarray(heads, np.int64) - start
-        keep[(prefix[:, None] + np.arange(7)).reshape(-1)] = False  # keep each length's last byte ...
-        joined = raw.copy()
-        joined[prefix + 7] = 0  # ... as the separator
-        try:
-            out = joined[keep].tobytes().decode("utf-8").split("\0")[1:]
-        except UnicodeDecodeError:
-            out = None
-        if out is not None and len(out) == count:
-            cur.pos = pos
-            return out
+        pos = start
+        unpack = struct.Struct("<Q").unpack_from
+        heads = [0] * count
+        for i in range(count):
+            if pos + 8 > size:
+                return _strings_one_by_one(cur, count, what)  # names where it is truncated
+            heads[i] = pos
+            (n,) = unpack(buf, pos)
+            pos += 8 + n
+            if pos > size:
+                return _strings_one_by_one(cur, count, what)
+        heads = np.asarray(heads, np.int64)
+    raw = np.frombuffer(buf, np.uint8, pos - start, start)
+    keep = np.ones(len(raw), bool)
+    prefix = heads - start
+    keep[(prefix[:, None] + np.arange(7)).reshape(-1)] = False  # keep each length's last byte ...
+    joined = raw.copy()
+    joined[prefix + 7] = 0  # ... as the separator
+    try:
+        out = joined[keep].tobytes().decode("utf-8").split("\0")[1:]
+    except UnicodeDecodeError:
+        out = None
+    if out is not None and len(out) == count:
+        cur.pos = pos
+        return out
     return _strings_one_by_one(cur, count, what)  # names the string that is bad
+
+
+def _short_string_starts(buf, start: int, size: int, count: int) -> tuple[np.ndarray, int] | None:
+    """(where each of `count` strings starts, where the last ends), found in bulk, or None.
+
+    A walk over the lengths is one Python step per string (most of a load's parse time for a
+    49k-token vocabulary and its merges).  But a length under 256 is one byte and seven zero
+    bytes, and every spot of a window followed by seven zero bytes is a candidate: the first
+    `count` candidates are exactly the strings when they chain, the first at `start` and each
+    start plus 8 plus its length the next start (by induction, the walk would visit just
+    these).  All of that is checked at once.  A length of 256 or more, or zero bytes inside
+    the strings, breaks the chain: None, and the caller walks.
+    """
+    if count == 0:
+        return None
+    for per_string in (24, 96):  # bytes per string in the window: typical vocabularies, then long strings
+        window = min(size - start, count * per_string)
+        if window < 8 * count:
+            return None
+        raw = np.frombuffer(buf, np.uint8, window, start)
+        zero = raw == 0
+        followed = zero[1: window - 6].copy()  # followed[p]: raw[p + 1 .. p + 7] are all zero
+        for k in range(2, 8):
+            followed &= zero[k: window - 7 + k]
+        cand = np.flatnonzero(followed)[:count]
+        if len(cand) < count:
+            continue  # the window ends too soon (or the strings are long)
+        nxt = cand + 8 + raw[cand]
+        if cand[0] != 0 or (nxt[:-1] != cand[1:]).any():
+            return None
+        if nxt[-1] <= window:
+            return cand + start, start + int(nxt[-1])
+    return None
 
 
 def _strings_one_by_one(cur: _Cursor, count: int, what: str) -> list[str]:
