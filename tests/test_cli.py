@@ -83,3 +83,20 @@ def test_main_turns_the_garbage_collector_back_on(tiny_llama, capsys):
     assert gc.isenabled()
     assert main(["generate", "the cat", "-m", str(tiny_llama[2]), "--max-tokens", "2", "--json"]) == 0
     assert gc.isenabled()
+
+
+def test_numpy_is_imported_with_one_blas_thread_and_the_environment_left_alone():
+    """The CLI keeps OpenBLAS's pool to one thread (no BLAS on the engine's path) without changing the
+    environment that the processes it starts see (llama.cpp's side of `bench start`)."""
+    import subprocess
+    import sys
+
+    code = ("import os, sys; from ponder.cli import main as m; m._import_numpy_with_one_blas_thread(); "
+            "print('numpy' in sys.modules, 'OPENBLAS_NUM_THREADS' in os.environ)\n"
+            "try:\n    import threadpoolctl\nexcept ImportError:\n    print(None)\nelse:\n"
+            "    print([i['num_threads'] for i in threadpoolctl.threadpool_info() if i['internal_api'] == 'openblas'])")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    lines = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env=env).stdout.splitlines()
+    assert lines[0] == "True False"
+    assert lines[1] in ("None", "[]", "[1]")  # [] where NumPy's BLAS is not OpenBLAS

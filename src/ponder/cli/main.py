@@ -507,6 +507,27 @@ def _add_run_args(p) -> None:
 _KERNEL_COMMANDS = {"generate", "verify", "serve", "bench", "run", "chat"}
 
 
+def _import_numpy_with_one_blas_thread() -> None:
+    """Import NumPy with OpenBLAS kept to one thread, unless the user chose a count.
+
+    No BLAS runs on the engine's path (the kernels are ponder's own), yet OpenBLAS starts a
+    thread per core, with its buffers, when NumPy is imported: 70 ms of a 1 s start, measured.
+    OpenBLAS reads the variable once, as it loads; it is removed again at once, so the
+    processes this one starts (llama.cpp's side of `ponder bench start`, tools) see the
+    user's environment.
+    """
+    if "numpy" in sys.modules or "OPENBLAS_NUM_THREADS" in os.environ:
+        return
+    os.environ["OPENBLAS_NUM_THREADS"] = "1"
+    try:
+        import numpy  # noqa: F401
+    finally:
+        del os.environ["OPENBLAS_NUM_THREADS"]
+
+
+_freeze_start_up = False  # main() sets it when it runs as the program (see startup_over)
+
+
 def startup_over() -> None:
     """Turn the cyclic garbage collector back on, with what start-up built out of its scans.
 
@@ -514,26 +535,28 @@ def startup_over() -> None:
     registries on the first kernel call) makes half a million long-lived objects, and the
     collector scanned them over and over for ~0.1 s of a 1 s `ponder generate` while
     freeing nothing.  Turned back on as they are, they would all be scanned at once by the
-    next collection (60 ms, measured): gc.freeze() moves them out of its reach first.
+    next collection (60 ms, measured): gc.freeze() moves them out of its reach first, when
+    main() runs as the program.  Called from other code (tests), main() does not freeze:
+    what is frozen is never collected, and an earlier engine's cycles would stay for good.
     `generate` calls this once its first step is done; every other command right after
     parsing.  (Decoding makes no cyclic garbage: 200 tokens left 0 unreachable objects.)
     """
     if not gc.isenabled():
-        gc.freeze()
+        if _freeze_start_up:
+            gc.freeze()
         gc.enable()
 
 
 def main(argv: list[str] | None = None) -> int:
-    # No BLAS runs on the engine's path (the kernels are ponder's own), yet OpenBLAS starts a
-    # thread per core, with its buffers, when NumPy is imported: 70 ms of a 1 s start, measured.
-    # Set before anything imports NumPy; a value the user set stands.
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    global _freeze_start_up
+    _freeze_start_up = argv is None  # `ponder ...` itself, not a call from other code
     gc.disable()  # until startup_over()
     try:
         args = build_parser().parse_args(argv)
         if args.command != "generate":
             startup_over()
         if args.command in _KERNEL_COMMANDS:
+            _import_numpy_with_one_blas_thread()
             from ponder.cli import compile_notice
 
             compile_notice.install()
