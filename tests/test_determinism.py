@@ -4,7 +4,8 @@ Kernel level (FastModel logits): alone vs in batches of 2, 7 and 32; 1 vs 2 thre
 prefilled whole vs in chunks of 1, 16 and 100 tokens.
 Engine level (token ids and logprobs, greedy and seeded sampling): alone vs among
 1..64 concurrent requests; cold vs warm prefix cache; token budgets; threads;
-speculation off vs prompt lookup and Token Recycling (alone, batched, budget 7); a KV pool so
+speculation off vs prompt lookup and Token Recycling (its defaults, an 8-node tree alone, batched,
+budget 7; its tables start from the model's prior); a KV pool so
 small that requests are preempted.
 """
 
@@ -116,15 +117,17 @@ def reference_runs(default_model):
 @pytest.mark.parametrize("which", [0, 1], ids=["greedy", "seeded"])
 @pytest.mark.parametrize("setup", [
     "company1", "company8", "company64", "warm_cache", "budget7", "budget64", "one_thread", "lookup",
-    "recycling", "recycling_company3", "recycling_budget7", "preempted",
+    "recycling", "recycling_tree", "recycling_company3", "recycling_budget7", "preempted",
 ])
 def test_engine_results_independent_of_setup(default_model, reference_runs, which, setup):
     params = PARAMS[which]
     kwargs = {"budget7": {"token_budget": 7}, "budget64": {"token_budget": 64},
               "lookup": {"speculative": "lookup", "speculative_max_batch": 64},
-              "recycling": {"speculative": "recycling"},
-              "recycling_budget7": {"speculative": "recycling", "token_budget": 7},
-              "recycling_company3": {"speculative": "recycling"},
+              "recycling": {"speculative": "recycling"},  # the defaults: one drafted token, one stream
+              "recycling_tree": {"speculative": "recycling", "speculative_tokens": 8},
+              "recycling_budget7": {"speculative": "recycling", "speculative_tokens": 8, "token_budget": 7},
+              "recycling_company3": {"speculative": "recycling", "speculative_tokens": 8,
+                                     "speculative_max_batch": 4},
               "preempted": {"kv_blocks": 12}, "one_thread": {"threads": 1}}.get(setup, {})
     engine = Engine(default_model, **kwargs)
     before = numba.get_num_threads()
@@ -134,7 +137,7 @@ def test_engine_results_independent_of_setup(default_model, reference_runs, whic
     got = _run(engine, params, company)
     assert numba.get_num_threads() == before  # the engine's thread count stays around its own calls
     assert got == reference_runs[which]
-    if setup in ("lookup", "recycling", "recycling_company3", "recycling_budget7"):
+    if setup.startswith(("lookup", "recycling")):
         assert _run.usage["speculative_proposed"] > 0
     if setup == "preempted":
         assert engine.stats().preemptions > 0

@@ -98,7 +98,7 @@ def test_tools_are_deterministic_alone_batched_forked_warm_and_cold(tiny_llama, 
     for r in (b, c):
         assert [(o.token_ids, o.text, o.tool_mask) for o in r.outputs] == want
     for mode in ("lookup", "recycling"):  # speculative drafts (verified by the sampler) change nothing
-        spec = Engine(engine.model, speculative=mode, speculative_max_batch=8)
+        spec = Engine(engine.model, speculative=mode, speculative_tokens=8, speculative_max_batch=8)
         [d] = spec.generate(prompt, PARAMS, tools)
         assert [(o.token_ids, o.text, o.tool_mask) for o in d.outputs] == want, mode
     for i in range(PARAMS.n):  # sample i alone is sample i of the forked request

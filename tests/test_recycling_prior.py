@@ -10,6 +10,7 @@ import pytest
 
 from ponder import Engine, SamplingParams
 from ponder.engine import recycling_prior
+from ponder.engine.speculative import DEFAULTS
 from ponder.engine.token_recycling import K
 from ponder.loading.model_files import load_model
 
@@ -87,3 +88,11 @@ def test_starting_from_the_prior_changes_no_token(tiny_copy, params):
         assert sum(x.usage["speculative_accepted"] for x in a) > 0
     np.testing.assert_array_equal(table, recycling_prior.load_or_build(model, 16, None, K, PROMPTS, 12)[0])
     assert spec.info().speculative_prior == "none" and spec.stats().kv_blocks_used == 0
+
+
+def test_each_mode_has_its_measured_defaults(tiny_llama):
+    model = load_model(str(tiny_llama[2]))
+    for mode, want in DEFAULTS.items():
+        info = Engine(model, speculative=mode, kv_blocks=8).info()
+        assert (info.speculative, info.speculative_tokens) == (mode, want[0])
+    assert Engine(model, speculative="recycling", speculative_tokens=5, kv_blocks=8).info().speculative_tokens == 5

@@ -52,7 +52,7 @@ def run_spec_decode(model_name: str, threads: int, mode: str, vs: str | None, to
 
     model = load_model(model_name)
     # no prefix cache: every answer pays its prefill, the same on both engines
-    engines = {"off": Engine(model, threads=threads, prefix_cache=False),
+    engines = {"off": Engine(model, threads=threads, prefix_cache=False, speculative="off"),
                mode: Engine(model, threads=threads, prefix_cache=False, speculative=mode,
                             speculative_shared=shared, speculative_prior=prior,
                             **({} if draft_tokens is None else {"speculative_tokens": draft_tokens}))}

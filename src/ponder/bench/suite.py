@@ -27,7 +27,7 @@ def run_speed(kind: str, model_name: str, threads: int, vs: str | None, tokens: 
 
     before = machine.resident_bytes()
     # no speculation: the filler prompt repeats itself, so lookup drafts would flatter the kernels
-    engine = Engine.from_pretrained(model_name, threads=threads)
+    engine = Engine.from_pretrained(model_name, threads=threads, speculative="off")
     model_rss = machine.resident_bytes() - before
     model, cfg = engine.model, engine.config
     out = _header(kind, model, threads, engine)
@@ -74,7 +74,7 @@ def run_parallel(model_name: str, threads: int, vs: str | None, n_seqs: int, pro
     from ponder import Engine, SamplingParams
 
     # no prefix cache: each run pays its prefill, with no help from the previous one
-    engine = Engine.from_pretrained(model_name, threads=threads, prefix_cache=False)
+    engine = Engine.from_pretrained(model_name, threads=threads, prefix_cache=False, speculative="off")
     engines = {"ponder": engine}
     if speculative:
         engines[f"ponder {speculative}"] = Engine(engine.model, threads=threads, prefix_cache=False,
@@ -120,7 +120,7 @@ def run_prefix(model_name: str, threads: int, prefix_len: int = 1000, repeats: i
     """A second request sharing a long prefix with the first: how much of its prefill is skipped."""
     from ponder import Engine, SamplingParams
 
-    engine = Engine.from_pretrained(model_name, threads=threads)
+    engine = Engine.from_pretrained(model_name, threads=threads, speculative="off")
     out = _header("prefix", engine.model, threads, engine)
     rows = []
     for r in range(repeats + 1):

@@ -409,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speculative", choices=["lookup", "recycling"], default=None,
                    help="decode: chat answers with this speculation vs without; parallel: also run with it on")
     p.add_argument("--speculative-tokens", type=int, default=None,
-                   help="decode --speculative: draft tokens per step (the engine's default: 8)")
+                   help="decode --speculative: draft tokens per step (the engine's default for the mode)")
     p.add_argument("--speculative-shared", action="store_true",
                    help="decode --speculative: one proposer (Token Recycling table) for all requests")
     p.add_argument("--speculative-cold", action="store_true",

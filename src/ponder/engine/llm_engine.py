@@ -29,7 +29,7 @@ from ponder.engine.request import Request
 from ponder.engine.results import GenerationResult, Prompt, SampleOutput, ScoreResult, TokenEvent
 from ponder.engine.sampling_params import SamplingParams
 from ponder.engine.scheduler import Scheduler
-from ponder.engine.speculative import MODES
+from ponder.engine.speculative import DEFAULTS, MODES
 from ponder.engine.token_recycling import K as RECYCLING_K
 from ponder.engine.sequence import Sequence
 from ponder.engine.tool_runner import ToolRunner
@@ -43,14 +43,16 @@ class Engine:
     def __init__(self, model: LoadedModel, *, kv_memory: int = 512 << 20, kv_blocks: int | None = None,
                  block_size: int = 16, token_budget: int = 512, threads: int | None = None,
                  prefix_cache: bool = True, activation_bits: int = 16, speculative: str = "off",
-                 speculative_tokens: int = 8, speculative_max_batch: int = 4, speculative_shared: bool = False,
+                 speculative_tokens: int | None = None, speculative_max_batch: int | None = None,
+                 speculative_shared: bool = False,
                  speculative_prior: bool = True, isa: str | None = None):
         """threads: kernel threads for this engine's steps (None: numba's default); it is applied
         around the engine's own calls, never to the process.  isa: None or the instruction set the
         kernels were started with (PONDER_ISA); it is checked, and shown by info().
         speculative: "off", "lookup" (prompt lookup) or "recycling" (Token Recycling), drafting at
         most speculative_tokens tokens per step while at most speculative_max_batch sequences
-        decode; tokens and logprobs are the same either way (engine/speculative.py).
+        decode (None: the mode's measured defaults, speculative.DEFAULTS); tokens and logprobs are
+        the same either way (engine/speculative.py).
         speculative_shared: one proposer (one Token Recycling table) for all requests instead of one
         per request: drafts, and so speed, then depend on what ran before; tokens never do.
         speculative_prior: Token Recycling tables start from the model's prior (recycling_prior.py;
@@ -58,6 +60,9 @@ class Engine:
         if speculative not in MODES:
             raise InvalidParameterError(f"speculative must be one of {', '.join(MODES)} (got {speculative!r})",
                                         "speculative")
+        default_tokens, default_batch = DEFAULTS[speculative]
+        speculative_tokens = default_tokens if speculative_tokens is None else speculative_tokens
+        speculative_max_batch = default_batch if speculative_max_batch is None else speculative_max_batch
         if not (isinstance(speculative_tokens, int) and speculative_tokens >= 0):
             raise InvalidParameterError("speculative_tokens must be an integer >= 0", "speculative_tokens")
         if activation_bits not in (8, 16):

@@ -11,8 +11,8 @@ Building: one batch of greedy answers with their top-K alternatives
 (SamplingParams.logprobs = K).  The alternatives of answer token i are the top-K of
 the logits that followed token i - 1 (the prompt's last token for i = 0): what the
 table records.  A token's successors are ranked by their probability summed over
-its occurrences (ties: the lower id first).  For SmolLM2-135M that is 32 answers of
-up to 64 tokens, about 15 s on 2 quiet cores, once per model file; `notice` hooks
+its occurrences (ties: the lower id first).  For SmolLM2-135M that is 16 answers of
+up to 64 tokens, a few seconds on 2 quiet cores, once per model file; `notice` hooks
 (the CLI's compile notice) say so when it happens.
 
 Cache: $PONDER_HOME/recycling/<model file>-<hash of its path>-a<bits>.prior.  The
@@ -50,34 +50,18 @@ CALIBRATION = (
     "Write a Python function that checks whether a string is a palindrome.",
     "Give me five ideas for a rainy weekend.",
     "Explain how a refrigerator keeps food cold.",
-    "What is photosynthesis? Explain it simply.",
     "Write a haiku about the sea.",
-    "How do I boil an egg?",
     "What are the main differences between Python and JavaScript?",
-    "Describe the water cycle in a few sentences.",
     "Write a short story about a robot who learns to paint.",
-    "What is machine learning?",
     "List some healthy breakfast options.",
     "Explain recursion with an example in Python.",
-    "Why do cats purr?",
     "Write an email asking my manager for a day off.",
-    "Explain the difference between weather and climate.",
-    "How can I improve my public speaking?",
-    "Write a SQL query that counts the orders of each customer.",
     "What were the main causes of World War I?",
     "Give me a simple recipe for pancakes.",
     "How do vaccines work?",
     "Explain what an API is to a non-programmer.",
-    "Write a limerick about a forgetful wizard.",
-    "How does the internet work, in simple terms?",
-    "What is the Pythagorean theorem? Give an example.",
-    "Explain inflation in simple words.",
-    "Write a JavaScript function that reverses an array.",
     "How can I save money on groceries?",
     "Describe the life cycle of a butterfly.",
-    "Write a thank-you note to a teacher.",
-    "How do I start learning to play the guitar?",
-    "Explain how a computer stores numbers in binary.",
 )
 
 # Called with a one-line message when a prior is being built and when it is done (the CLI
@@ -103,7 +87,7 @@ def build(model, bits: int, threads: int | None, k: int, prompts=CALIBRATION,
     from ponder.engine.llm_engine import Engine
     from ponder.engine.sampling_params import SamplingParams
 
-    engine = Engine(model, threads=threads, activation_bits=bits, prefix_cache=False)
+    engine = Engine(model, threads=threads, activation_bits=bits, prefix_cache=False, speculative="off")
     chats = [[{"role": "user", "content": p}] if isinstance(p, str) else list(p) for p in prompts]  # or token ids
     results = engine.generate(chats, SamplingParams(temperature=0, max_tokens=max_tokens, logprobs=k))
     vocab = model.config.vocab_size

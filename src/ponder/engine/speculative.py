@@ -26,6 +26,11 @@ import numpy as np
 from ponder.engine.draft_tree import DraftTree
 
 MODES = ("off", "lookup", "recycling")
+# (drafted tokens per step, most sequences decoding while drafting) of each mode, from measurements
+# on the development host (BENCHMARKS.md, "Speculative decoding"): each extra row of a step costs
+# 15-20% of a one-row step, so Token Recycling pays only with one drafted token and one stream
+# (about 1.25 tokens per step); a lookup draft copies text, so it is accepted long or not at all.
+DEFAULTS = {"off": (0, 0), "lookup": (8, 4), "recycling": (1, 1)}
 
 
 class Proposer(Protocol):
