@@ -34,7 +34,8 @@ import time
 
 import numpy as np
 
-I64_FIELDS = 12  # the item function's argument vector, see _item_function
+I64_FIELDS = 14  # the item function's argument vector, see _item_function
+CHUNKS = 2  # one per thread (the caller and one worker)
 
 
 def _ir():
@@ -43,21 +44,36 @@ def _ir():
 
 
 def _item_function(mod, be, fmt, bits):
-    """void qmm_<fmt>_<bits>(i64* args, i64 g): one row group, all tokens (the emitter's code).
+    """void qmm_<fmt>_<bits>(i64* args, i64 c): chunk c of the row groups, all tokens (the emitter's code).
 
-    args: w, xh, xl, dx, aux, y, nb, M, xs, ss, ys, bytes per row group."""
+    args: w, xh, xl, dx, aux, y, nb, M, xs, ss, ys, bytes per row group, groups G, chunks C.  Chunk c
+    is the contiguous groups [c*G/C, (c+1)*G/C): each thread streams one part of the matrix, as
+    Numba's prange schedules it (one group per item, interleaved between threads, measured slower)."""
     ir = _ir()
     from ponder.kernels.llvm_ir import c64
     from ponder.kernels.qmm_emit import _emit_group
 
     i64 = ir.IntType(64)
     f = ir.Function(mod, ir.FunctionType(ir.VoidType(), [i64.as_pointer(), i64]), f"qmm_{fmt}_{bits}")
-    a, g = f.args
+    a, c = f.args
     b = ir.IRBuilder(f.append_basic_block("entry"))
     v = [b.load(b.gep(a, [c64(k)])) for k in range(I64_FIELDS)]
+    g0 = b.sdiv(b.mul(c, v[12]), v[13])
+    g1 = b.sdiv(b.mul(b.add(c, c64(1)), v[12]), v[13])
+    entry = b.block
+    head, body, out = (f.append_basic_block(n) for n in ("groups", "group", "out"))
+    b.branch(head)
+    b.position_at_end(head)
+    g = b.phi(i64)
+    g.add_incoming(g0, entry)
+    b.cbranch(b.icmp_signed("<", g, g1), body, out)
+    b.position_at_end(body)
     w = b.add(v[0], b.mul(g, v[11]))
     y = b.add(v[5], b.mul(g, c64(be.LANES * 4)))
     _emit_group(b, be, fmt, bits, w, v[1], v[2], v[3], v[4], y, v[6], v[7], v[8], v[9], v[10])
+    g.add_incoming(b.add(g, c64(1)), b.block)
+    b.branch(head)
+    b.position_at_end(out)
     b.ret_void()
 
 
@@ -240,8 +256,9 @@ def main() -> None:
             G, nb, rec = m.buf.shape
             aux = a.dxs if m.fmt == FMT_Q4_1 else a.sx
             vec = np.array([m.buf.ctypes.data, a.qx.ctypes.data, a.ql.ctypes.data, a.dx.ctypes.data, aux.ctypes.data,
-                            y.ctypes.data, nb, M, a.qx.strides[0], a.dx.strides[0], y.strides[0], nb * rec], np.int64)
-            jobs.append((item[m.fmt], vec, vec.ctypes.data, G))
+                            y.ctypes.data, nb, M, a.qx.strides[0], a.dx.strides[0], y.strides[0], nb * rec,
+                            G, CHUNKS], np.int64)
+            jobs.append((item[m.fmt], vec, vec.ctypes.data, CHUNKS))
 
         def native():
             for fn, _, vp, G in jobs:
