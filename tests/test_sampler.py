@@ -96,3 +96,12 @@ def test_tiny_temperature_is_greedy_and_non_finite_logits_are_an_error():
     for p in (SamplingParams(temperature=0), SamplingParams(temperature=1e-40, seed=1), SamplingParams(seed=1)):
         with pytest.raises(SamplingError):
             sampler.sample_token(bad, p, 0, 7)
+
+
+def test_token_logprob_is_log_softmax_at_the_token_bit_for_bit():
+    rng = np.random.default_rng(3)
+    for scale in (0.1, 5.0, 40.0):
+        logits = (rng.standard_normal(5003) * scale).astype(np.float32)
+        lp = sampler.log_softmax(logits)
+        for t in list(range(0, 5003, 97)) + [int(np.argmax(logits))]:
+            assert sampler.token_logprob(logits, t) == float(lp[t])

@@ -93,6 +93,13 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return (logits.astype(np.float64) - float(logits.max())) - np.log(total)
 
 
+def token_logprob(logits: np.ndarray, token: int) -> float:
+    """log_softmax(logits)[token], the same bits, without making the vocabulary-long float64 array."""
+    w = np.empty(len(logits), np.float32)
+    total = _weights(logits, np.float32(1.0), w)
+    return float((np.float64(logits[token]) - float(logits.max())) - np.log(total))
+
+
 def _top_candidates(weights: np.ndarray, total: float, top_k: int, top_p: float) -> np.ndarray:
     """Ids in descending weight order (ties: lower id first), enough of them for top-k / top-p.
 

@@ -258,11 +258,13 @@ class Scheduler:
         node, logits = -1, rows[0]
         while True:
             token = sampler.sample_token(logits, p, seq.rng_index, len(seq))
-            logprobs = sampler.log_softmax(logits)
             seq.output_ids.append(token)
-            seq.logprobs.append(float(logprobs[token]))
             if p.logprobs:
+                logprobs = sampler.log_softmax(logits)
+                seq.logprobs.append(float(logprobs[token]))
                 seq.top_logprobs.append(sampler.top_logprobs(logprobs, p.logprobs))
+            else:
+                seq.logprobs.append(sampler.token_logprob(logits, token))
             st = seq.tools
             reason = (self.rules.reason(seq.output_ids, len(seq), p) if st is None else
                       self.rules.reason(seq.output_ids, len(seq), p, st.round_start, st.forced, st.tools))

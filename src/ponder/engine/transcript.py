@@ -148,14 +148,14 @@ def verify(engine, transcript: dict, tools=None) -> VerifyReport:
             k = i + 1 - len(prompt)  # index in the output
             if k in forced:  # a tool's token: not drawn, nothing to check but what comes after it
                 return
-            lp = sampler.log_softmax(logits)
             drawn = sampler.sample_token(logits, params, params.first_sample + sample["index"], i + 1)
             want = tokens[i + 1]
+            lp = sampler.token_logprob(logits, want)
             rec = recorded_lp[k] if k < len(recorded_lp) else None
-            trace.append({"output_index": k, "token": want, "recorded_logprob": rec, "replayed_logprob": float(lp[want]),
+            trace.append({"output_index": k, "token": want, "recorded_logprob": rec, "replayed_logprob": lp,
                           "drawn": drawn})
-            if drawn != want or (rec is not None and float(lp[want]) != rec):
-                found.append(Divergence(sample["index"], i + 1, k, want, rec, drawn, float(lp[want]), list(trace)))
+            if drawn != want or (rec is not None and lp != rec):
+                found.append(Divergence(sample["index"], i + 1, k, want, rec, drawn, lp, list(trace)))
 
         engine.forward_rows(tokens, len(prompt) - 1, visit)
         checked += len(trace)

@@ -52,14 +52,16 @@ from ponder.kernels import isa as isa_mod
 from ponder.kernels.attention_emit import _LN2_HI, _LN2_LO, _LOG2E
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def write_kv(k_pool, v_pool, k, v, slot_token, slot_block, slot_offset):
     """Store the new tokens' keys and values: slot s receives token slot_token[s]'s, at
     (slot_block[s], slot_offset[s]).  A plain step has one slot per token; a draft tree's step
-    writes a node's K/V into the private tail of every tree path that passes through it."""
+    writes a node's K/V into the private tail of every tree path that passes through it.
+    One thread: at decode a parallel region costs more than the copy, and a 512-token
+    prefill chunk copies 0.4 MB per layer."""
     n = len(slot_token)
     heads, d = k.shape[1], k.shape[2]
-    for s in prange(n):
+    for s in range(n):
         t, b, o = slot_token[s], slot_block[s], slot_offset[s]
         for h in range(heads):
             for i in range(d):
@@ -363,6 +365,8 @@ def prefix_groups(block_tables: np.ndarray, token_row: np.ndarray, context_len: 
     cache).
     """
     n = len(token_row)
+    if n == 1:  # a decode step of one sequence: nothing to share (and no NumPy set operations to pay for)
+        return singleton_groups(1)
     full = context_len // block_size  # blocks each token reads in full
     first = block_tables[token_row, 0]
     starts, members, shared = [0], [], []

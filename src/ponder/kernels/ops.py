@@ -1,8 +1,12 @@
-"""Per-token operations of the forward pass: RMSNorm, RoPE, SiLU*mul.
+"""Per-token operations of the forward pass: RMSNorm (alone and after a residual add), RoPE, SiLU*mul.
 
 These are cheap next to the matrix products, so they run on one thread: a
 parallel region costs microseconds to start, more than the work itself at
-decode.  error_model="numpy" drops Python's zero-division check, whose branch
+decode.  For the same reason each kernel does all of one stage of a layer in one
+call (bias, RoPE and the split into heads of Q, K and V; the residual add and the
+next norm), and reads the products' outputs in place, as strided views: a decode
+step makes about 30 calls per layer fewer than one kernel per operation would, and
+each call costs a few microseconds of dispatch.  error_model="numpy" drops Python's zero-division check, whose branch
 would stop the loops from vectorizing.  Every reduction runs in one fixed order and there is no fastmath, so a
 token's result is the same bits whatever batch it is in.
 """
@@ -30,18 +34,47 @@ def rms_norm(x, weight, eps, out):
 
 
 @njit(cache=True, error_model="numpy")
-def rope(x, positions, cos, sin):
-    """In place, x: (T, heads, d).  Rotates the halves of each head (rotate_half convention)."""
-    n, heads, d = x.shape
+def add_rms_norm(x, y, weight, eps, out):
+    """x += y (the residual add, in place), then out = rms_norm(x): the same bits as the two apart."""
+    n, dim = x.shape
+    for t in range(n):
+        for i in range(dim):
+            x[t, i] = x[t, i] + y[t, i]
+    rms_norm(x, weight, eps, out)
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _heads(src, bias, positions, cos, sin, out, rotate):
+    """out[t, h, :] = src[t, h*d:(h+1)*d] + bias (if any), rotated by RoPE if `rotate`
+    (the halves of each head: the rotate_half convention)."""
+    n, heads, d = out.shape
     half = d // 2
+    biased = len(bias) > 0
     for t in range(n):
         p = positions[t]
         for h in range(heads):
-            for i in range(half):
-                a, b = x[t, h, i], x[t, h, i + half]
-                c, s = cos[p, i], sin[p, i]
-                x[t, h, i] = a * c - b * s
-                x[t, h, i + half] = b * c + a * s
+            o = h * d
+            if rotate:
+                for i in range(half):
+                    a, b = src[t, o + i], src[t, o + i + half]
+                    if biased:
+                        a, b = a + bias[o + i], b + bias[o + i + half]
+                    c, s = cos[p, i], sin[p, i]
+                    out[t, h, i] = a * c - b * s
+                    out[t, h, i + half] = b * c + a * s
+            else:
+                for i in range(d):
+                    out[t, h, i] = src[t, o + i] + bias[o + i] if biased else src[t, o + i]
+
+
+@njit(cache=True, error_model="numpy")
+def qkv_heads(q_in, k_in, v_in, bq, bk, bv, positions, cos, sin, q, k, v):
+    """Q, K, V split into heads, (T, heads, d), from the projections' outputs (T, heads * d; strided
+    views of one fused product are fine): each plus its bias (an empty array: none), then RoPE on
+    Q and K at each token's position."""
+    _heads(q_in, bq, positions, cos, sin, q, True)
+    _heads(k_in, bk, positions, cos, sin, k, True)
+    _heads(v_in, bv, positions, cos, sin, v, False)
 
 
 @njit(cache=True, error_model="numpy")

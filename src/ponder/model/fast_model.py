@@ -55,10 +55,11 @@ class _Group:
         self.nbytes = sum(p.nbytes for p in self.parts)
 
     def __call__(self, act: Activations) -> list[np.ndarray]:
+        """Each matrix's output; of a stacked product, column views of it (the kernels read strided rows)."""
         if self.offsets is None:
-            return [np.ascontiguousarray(p(act)) for p in self.parts]
+            return [p(act) for p in self.parts]
         y = self.parts[0](act)
-        return [np.ascontiguousarray(y[:, a:b]) for a, b in zip(self.offsets, self.offsets[1:])]
+        return [y[:, a:b] for a, b in zip(self.offsets, self.offsets[1:])]
 
 
 class _Layer:
@@ -68,7 +69,9 @@ class _Layer:
         self.wo = make_linear(lw.wo, cache)
         self.gate_up = _Group([lw.w_gate, lw.w_up], cache)
         self.w_down = make_linear(lw.w_down, cache)
-        self.bq, self.bk, self.bv = (None if b is None else b.astype(np.float32) for b in (lw.bq, lw.bk, lw.bv))
+        # an empty bias is none (the kernel tests its length)
+        self.bq, self.bk, self.bv = (np.zeros(0, np.float32) if b is None else b.astype(np.float32)
+                                     for b in (lw.bq, lw.bk, lw.bv))
 
     def nbytes(self) -> int:
         return self.qkv.nbytes + self.wo.nbytes + self.gate_up.nbytes + self.w_down.nbytes
@@ -131,30 +134,29 @@ class FastModel:
         context_len = (step.positions + 1).astype(np.int32)
         groups = (attention.prefix_groups(tables, step.token_row, context_len, bs) if step.share_prefix
                   else attention.singleton_groups(n))
-        x = self.embed.dequantize_rows(step.tokens)
+        # the residual stream, updated in place: a fresh array of our own
+        x = np.require(self.embed.dequantize_rows(step.tokens), np.float32, ["C", "W", "O"])
         h = np.empty_like(x)
+        q = np.empty((n, c.n_heads, c.head_dim), np.float32)
+        k, v = (np.empty((n, c.n_kv_heads, c.head_dim), np.float32) for _ in range(2))
         attn = np.empty((n, c.n_heads, c.head_dim), np.float32)
+        ops.rms_norm(x, self.layers[0].attn_norm, c.norm_eps, h)
         for li, layer in enumerate(self.layers):
-            ops.rms_norm(x, layer.attn_norm, c.norm_eps, h)
-            act = Activations(h, self.bits)
-            q, k, v = layer.qkv(act)
-            if layer.bq is not None:
-                q, k, v = q + layer.bq, k + layer.bk, v + layer.bv
-            q = np.ascontiguousarray(q).reshape(n, c.n_heads, c.head_dim)
-            k = np.ascontiguousarray(k).reshape(n, c.n_kv_heads, c.head_dim)
-            v = np.ascontiguousarray(v).reshape(n, c.n_kv_heads, c.head_dim)
-            ops.rope(q, step.positions, self.cos, self.sin)
-            ops.rope(k, step.positions, self.cos, self.sin)
+            ops.qkv_heads(*layer.qkv(Activations(h, self.bits)), layer.bq, layer.bk, layer.bv, step.positions,
+                          self.cos, self.sin, q, k, v)
             attention.write_kv(k_pool[li], v_pool[li], k, v, slot_token, slot_block, slot_offset)
             attention.paged_attention(q, k_pool[li], v_pool[li], tables, step.token_row, context_len,
                                       self.scale, attn, *groups)
-            x = x + layer.wo(Activations(attn.reshape(n, -1), self.bits))
-            ops.rms_norm(x, layer.ffn_norm, c.norm_eps, h)
-            act = Activations(h, self.bits)
-            gate, up = layer.gate_up(act)
-            mid = np.empty_like(gate)
+            ops.add_rms_norm(x, layer.wo(Activations(attn.reshape(n, -1), self.bits)), layer.ffn_norm,
+                             c.norm_eps, h)
+            gate, up = layer.gate_up(Activations(h, self.bits))
+            mid = np.empty(gate.shape, np.float32)
             ops.silu_mul(gate, up, mid)
-            x = x + layer.w_down(Activations(mid, self.bits))
+            down = layer.w_down(Activations(mid, self.bits))
+            if li + 1 < len(self.layers):
+                ops.add_rms_norm(x, down, self.layers[li + 1].attn_norm, c.norm_eps, h)
+            else:
+                np.add(x, down, out=x)
         rows = x[step.logits_rows]
         out = np.empty_like(rows)
         ops.rms_norm(rows, self.final_norm, c.norm_eps, out)
