@@ -56,6 +56,23 @@ def test_top_k_rows_matches_a_stable_sort():
     np.testing.assert_array_equal(out, np.argsort(-rows, axis=1, kind="stable")[:, :8])
 
 
+def test_top_k_rows_chunk_skipping_changes_nothing():
+    """Chunks of 64 are skipped by their maximum: the winners at chunk edges, a ragged last chunk,
+    ties across chunks and NaNs (which never enter) must come out as a stable sort says."""
+    from ponder.engine.token_recycling import top_k_rows
+
+    rng = np.random.default_rng(1)
+    rows = rng.standard_normal((4, 64 * 40 + 37)).astype(np.float32)
+    rows[0, [63, 64, 127, 128, 64 * 40 + 36]] = 9.0
+    rows[1, [5, 700, 1500]] = np.nan
+    rows[1, [6, 701, 21]] = 8.0  # 21: the lane of the NaN at 5
+    rows[2, 64 * 40:] = 10.0
+    rows[3, :] = 1.0
+    out = np.empty((4, 8), np.int32)
+    top_k_rows(rows, 8, out)
+    np.testing.assert_array_equal(out, np.argsort(-rows, axis=1, kind="stable")[:, :8])
+
+
 def test_recycling_fills_the_shape_from_the_latest_rows():
     from ponder.engine.token_recycling import RecyclingProposer
 

@@ -30,23 +30,39 @@ def top_k_rows(rows, k, out):
     """out[r] = indices of the k largest entries of rows[r], largest first (ties: lower index first).
 
     One pass per row with a sorted k-list: a value enters only if it beats the k-th, so the
-    inner insert runs rarely (np.argpartition over a 49k row costs several times more)."""
+    inner insert runs rarely (np.argpartition over a 49k row costs several times more).  A chunk
+    of 64 values whose maximum (a vectorized reduction) does not beat the k-th is skipped whole:
+    none of its values would have entered, so the result is the same."""
     n, v = rows.shape
     vals = np.empty(k, np.float32)
+    lanes = np.empty(16, np.float32)
     for r in range(n):
         for i in range(k):
             vals[i] = -np.inf
             out[r, i] = -1
-        for j in range(v):
-            x = rows[r, j]
-            if x > vals[k - 1]:
-                p = k - 1
-                while p > 0 and vals[p - 1] < x:
-                    vals[p] = vals[p - 1]
-                    out[r, p] = out[r, p - 1]
-                    p -= 1
-                vals[p] = x
-                out[r, p] = j
+        for c in range(0, v, 64):
+            end = min(c + 64, v)
+            if end - c == 64:  # the chunk's maximum in 16 lanes (selects: they vectorize; a NaN never wins, as below)
+                lanes[:] = -np.inf
+                for q in range(c, end, 16):
+                    for i in range(16):
+                        x = rows[r, q + i]
+                        lanes[i] = x if x > lanes[i] else lanes[i]
+                m = np.float32(-np.inf)
+                for i in range(16):
+                    m = lanes[i] if lanes[i] > m else m
+                if not m > vals[k - 1]:
+                    continue
+            for j in range(c, end):
+                x = rows[r, j]
+                if x > vals[k - 1]:
+                    p = k - 1
+                    while p > 0 and vals[p - 1] < x:
+                        vals[p] = vals[p - 1]
+                        out[r, p] = out[r, p - 1]
+                        p -= 1
+                    vals[p] = x
+                    out[r, p] = j
 
 
 class RecyclingProposer:
