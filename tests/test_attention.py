@@ -182,3 +182,16 @@ def test_positions_past_context_are_never_read():
     for scalar in (False, True):
         got = run(q, k_pool, v_pool, tables, rows, ctx_a, attention.singleton_groups(3), scalar=scalar)
         np.testing.assert_array_equal(got, want)
+
+
+def test_a_job_per_query_head_changes_no_bits():
+    """A step with few (group, KV head) jobs makes a job of each query head (attention.SPLIT_BELOW):
+    each token attended alone (split) must give the bits it gets in a batch big enough not to split."""
+    ctx = [5, 40, 77, 129]
+    args = setup(ctx, seed=3)
+    assert len(ctx) * KVH >= attention.SPLIT_BELOW > KVH
+    together = run(*args, attention.singleton_groups(len(ctx)))
+    q, k_pool, v_pool, tables, rows, lens = args
+    for t in range(len(ctx)):
+        alone = run(q[t:t + 1], k_pool, v_pool, tables, rows[t:t + 1], lens[t:t + 1], attention.singleton_groups(1))
+        assert np.array_equal(alone[0], together[t])

@@ -33,7 +33,8 @@ tokens of one prefill chunk) form a group.  The group walks its shared blocks
 once, block-major, applying each K/V block to all the group's rows of a KV head
 (GQA: its query heads times the tokens); then each token walks the rest of its own
 blocks.  The jobs (group, KV head) are taken costliest first from an atomic
-counter, so the threads stay balanced whatever the mix of sizes.
+counter, so the threads stay balanced whatever the mix of sizes; a step with few
+such jobs (decoding one or two sequences) makes a job of each query head instead.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ def write_kv(k_pool, v_pool, k, v, slot_token, slot_block, slot_offset):
 
 
 MAX_WORKERS = 64  # see paged_attention
+SPLIT_BELOW = 8  # fewer (group, KV head) jobs than this: a job per query head (see paged_attention)
 _HERE = pathlib.Path(__file__).parent
 
 
@@ -205,9 +207,17 @@ def _paged_attention_template(q, k_pool, v_pool, block_tables, token_row, contex
     kv_heads, bs = k_pool.shape[1], k_pool.shape[3]
     G = heads // kv_heads
     n_groups = len(group_start) - 1
-    n_jobs = n_groups * kv_heads
+    # A job is (group, KV head, part): a part is H of the G query heads that share the KV head.
+    # Big steps give each job all G (a K/V block is loaded once for G heads); a step of one or
+    # two tokens has too few (group, KV head) jobs to share between threads evenly (3 for 2
+    # threads on SmolLM2), so each query head is its own job there.  A row's fold is the same
+    # either way.
+    parts = G if n_groups * kv_heads < SPLIT_BELOW else 1
+    H = G // parts
+    per_group = kv_heads * parts
+    n_jobs = n_groups * per_group
     sf = d + 3 * bs
-    # jobs (group, kv head), costliest first, taken dynamically by the threads
+    # jobs, costliest first, taken dynamically by the threads
     cost = np.empty(n_jobs, np.int64)
     max_rows = 1
     for g in range(n_groups):
@@ -215,9 +225,9 @@ def _paged_attention_template(q, k_pool, v_pool, block_tables, token_row, contex
         c = group_shared[g] * nt
         for a in range(group_start[g], group_start[g + 1]):
             c += (context_len[group_tokens[a]] + bs - 1) // bs - group_shared[g]
-        for kvh in range(kv_heads):
-            cost[g * kv_heads + kvh] = -c
-        max_rows = max(max_rows, nt * G)
+        for jj in range(per_group):
+            cost[g * per_group + jj] = -c
+        max_rows = max(max_rows, nt * H)
     order = _ascending(cost)
     counter = np.zeros(8, np.int64)  # the job queue's head
     # More workers than threads is harmless (a worker that finds the queue empty does
@@ -237,39 +247,39 @@ def _paged_attention_template(q, k_pool, v_pool, block_tables, token_row, contex
         st = scratch[off + max_rows * d:off + max_rows * (d + sf)]
         qa, sa = np.int64(qs.ctypes.data), np.int64(st.ctypes.data)
         while j < n_jobs:
-            g, kvh = order[j] // kv_heads, order[j] % kv_heads
+            g, kvh, h0 = order[j] // per_group, order[j] % per_group // parts, order[j] % parts * H
             g0, nt = group_start[g], group_start[g + 1] - group_start[g]
             for a in range(nt):
                 t = group_tokens[g0 + a]
-                for hh in range(G):
-                    r = a * G + hh
-                    qs[r * d:(r + 1) * d] = q[t, kvh * G + hh]
+                for hh in range(H):
+                    r = a * H + hh
+                    qs[r * d:(r + 1) * d] = q[t, kvh * G + h0 + hh]
                     st[r * sf:r * sf + d + bs] = 0.0
                     st[r * sf + d + bs:r * sf + d + 2 * bs] = -np.inf
             first_table = block_tables[token_row[group_tokens[g0]]]
             for b in range(group_shared[g]):  # shared blocks: block-major, each loaded once
                 blk = np.int64(first_table[b])
                 if _USE_IR:  # noqa: F821
-                    _FOLD_IR(qa, sa, nt * G, _kv_addr(k_pool, blk, kvh), _kv_addr(v_pool, blk, kvh),  # noqa: F821
+                    _FOLD_IR(qa, sa, nt * H, _kv_addr(k_pool, blk, kvh), _kv_addr(v_pool, blk, kvh),  # noqa: F821
                              bs, scale)
                 else:
-                    _fold_scalar(qs, 0, st, 0, nt * G, k_pool[blk, kvh], v_pool[blk, kvh], bs, scale, d, bs)
+                    _fold_scalar(qs, 0, st, 0, nt * H, k_pool[blk, kvh], v_pool[blk, kvh], bs, scale, d, bs)
             for a in range(nt):  # each token's own blocks, in position order
                 t = group_tokens[g0 + a]
                 table = block_tables[token_row[t]]
                 ctx = context_len[t]
                 nb = (ctx + bs - 1) // bs
-                q0, s0 = a * G * d, a * G * sf
+                q0, s0 = a * H * d, a * H * sf
                 for b in range(group_shared[g], nb):
                     blk = np.int64(table[b])
                     cnt = min(bs, ctx - b * bs)
                     if _USE_IR:  # noqa: F821
-                        _FOLD_IR(qa + 4 * q0, sa + 4 * s0, G, _kv_addr(k_pool, blk, kvh),  # noqa: F821
+                        _FOLD_IR(qa + 4 * q0, sa + 4 * s0, H, _kv_addr(k_pool, blk, kvh),  # noqa: F821
                                  _kv_addr(v_pool, blk, kvh), cnt, scale)
                     else:
-                        _fold_scalar(qs, q0, st, s0, G, k_pool[blk, kvh], v_pool[blk, kvh], cnt, scale, d, bs)
-                for hh in range(G):
-                    sb = (a * G + hh) * sf
+                        _fold_scalar(qs, q0, st, s0, H, k_pool[blk, kvh], v_pool[blk, kvh], cnt, scale, d, bs)
+                for hh in range(H):
+                    sb = (a * H + hh) * sf
                     w_ = bs
                     while w_ > 1:  # sum of the bs lanes of l: a fixed tree
                         w_ //= 2
@@ -277,7 +287,7 @@ def _paged_attention_template(q, k_pool, v_pool, block_tables, token_row, contex
                             st[sb + d + i] = st[sb + d + i] + st[sb + d + i + w_]
                     inv = np.float32(1.0) / st[sb + d]
                     for i in range(d):
-                        out[t, kvh * G + hh, i] = st[sb + i] * inv
+                        out[t, kvh * G + h0 + hh, i] = st[sb + i] * inv
             j = _fetch_add(counter, 1)
 
 
