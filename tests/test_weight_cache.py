@@ -187,3 +187,24 @@ def test_a_loaded_pack_shares_the_page_cache_instead_of_copying(q41_model, cache
     if copied is None:
         pytest.skip("no /proc/self/smaps")
     assert copied == 0
+
+
+def test_atomic_writes_take_the_users_umask(tmp_path):
+    """A cache file is readable by whoever the user's umask allows (mkstemp's 0600 would hide a shared
+    $PONDER_HOME from other users), and no temporary file is left behind."""
+    import os
+
+    from ponder.model.weight_cache import write_atomic
+
+    old = os.umask(0o022)
+    try:
+        assert write_atomic(str(tmp_path / "sub" / "f.bin"), [b"abc", b"def"])
+        path = tmp_path / "sub" / "f.bin"
+        assert path.read_bytes() == b"abcdef"
+        assert path.stat().st_mode & 0o777 == 0o644
+        os.umask(0o077)
+        assert write_atomic(str(path), [b"x"])
+        assert path.read_bytes() == b"x" and path.stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)
+    assert os.listdir(tmp_path / "sub") == ["f.bin"]

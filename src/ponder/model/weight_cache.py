@@ -30,9 +30,9 @@ import json
 import math
 import mmap
 import os
+import secrets
 import struct
 import sys
-import tempfile
 
 import numpy as np
 
@@ -189,10 +189,13 @@ class PackedWeightCache:
 
 def write_atomic(path: str, parts) -> bool:
     """Write the byte strings `parts` to path through a temporary file renamed into place, so that
-    readers see a whole file or none.  False (nothing written) if the directory is not writable."""
+    readers see a whole file or none.  False (nothing written) if the directory is not writable.
+    The file gets the user's umask, as any file they write does (mkstemp's would be 0600, which
+    hides a shared cache from the other users of a machine)."""
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+        tmp = f"{path}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
             with os.fdopen(fd, "wb") as f:
                 for part in parts:
