@@ -1,6 +1,7 @@
 """Tell the user, on stderr, when kernels are being compiled for this CPU, and how long it took.
 
-Numba compiles a kernel the first time it runs without a cached build: on the first
+Numba compiles a kernel the first time it runs without a cached build (and the native
+runtime, kernels/native, compiles its objects; it calls this notice's `native`): on the first
 run on a machine (or after an upgrade) that is most of a minute, which looks like a
 hang unless it is said.  Numba fires a "numba:compile" event around each real
 compilation (never around a load from its cache), so listening to it gives the
@@ -37,13 +38,23 @@ class CompileNotice:
         self._depth += 1
         if self._depth > 1:  # a kernel's callees compile inside it: one line per kernel
             return
+        self._begin(_name(event))
+
+    def native(self, unit: str, seconds: float | None) -> None:
+        """The native runtime's listener (kernels/native/bind.py): before (seconds None) and after a unit compiles."""
+        if seconds is None:
+            self._begin(f"native {unit} kernels" if unit != "pool" else "native thread pool")
+        else:
+            self.seconds += seconds
+
+    def _begin(self, name: str) -> None:
         if self.kernels == 0:
             self._write(f"ponder: compiling kernels for this CPU ({_isa()}), once; later runs load them "
                         "from the cache\n")
             atexit.register(self._summary)
         self.kernels += 1
         self._t0 = time.perf_counter()
-        self._write(f"  [{self.kernels}] {_name(event)}\n")
+        self._write(f"  [{self.kernels}] {name}\n")
 
     def on_end(self, event) -> None:
         self._depth -= 1
@@ -90,4 +101,7 @@ def install(stream=None) -> CompileNotice:
         from ponder.engine import recycling_prior
 
         recycling_prior.notice.append(lambda text: _installed._write(text + "\n"))
+        from ponder.kernels.native import bind
+
+        bind.compile_listeners.append(_installed.native)
     return _installed

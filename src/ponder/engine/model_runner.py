@@ -1,8 +1,10 @@
 """ModelRunner: turns a step's scheduled chunks into one `StepInput` and runs the model on it.
 
 It owns the runnable model (FastModel) and the engine's thread count, which it
-applies around its own calls only: numba's thread count is per calling thread,
-so an engine never changes the thread count of the rest of the process.
+applies around its own calls only: numba's thread count and the native runtime's
+(kernels/native) are per calling thread, so an engine never changes the thread
+count of the rest of the process.  When the products run on the native pool, the
+engine's threads are the pool's and the remaining Numba kernels run serially.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import numba
 import numpy as np
 
 from ponder.engine.scheduler import ScheduledChunk
+from ponder.kernels import native, qmatmul
 from ponder.model.fast_model import FastModel, StepInput
 
 
@@ -28,22 +31,33 @@ class ModelRunner:
         self.model = FastModel(weights, activation_bits)
         self.bits = activation_bits
         self.threads = threads  # None: numba's default for the calling thread
+        # Every product on the native runtime's pool (kernels/native): then the Numba kernels that
+        # remain in a step (attention, KV writes) run on the calling thread alone.  Two pools in
+        # turn on the same cores slow each other down: libgomp's idle threads spin for
+        # milliseconds after each Numba region, through the products that follow (measured:
+        # decode 34 -> 60 tok/s, prefill 179 -> 340 tok/s at 2 threads on a loaded machine;
+        # BENCHMARKS.md, native runtime).
+        self.native = qmatmul.use_native and kernel_isa() != "scalar" and self.model.quantized()
 
     @property
     def num_threads(self) -> int:
-        return self.threads or numba.get_num_threads()
+        return self.threads or (native.threads() if self.native else numba.get_num_threads())
 
     @contextmanager
     def _threads(self):
-        if self.threads is None:
+        numba_threads = 1 if self.native else self.threads
+        if numba_threads is None:
             yield
             return
         before = numba.get_num_threads()
-        numba.set_num_threads(self.threads)
+        numba.set_num_threads(numba_threads)
+        native_before = native.set_threads(self.threads) if self.native and self.threads else None
         try:
             yield
         finally:
             numba.set_num_threads(before)
+            if self.native and self.threads:
+                native.set_threads(native_before)
 
     def run(self, chunks: list[ScheduledChunk], k_pool, v_pool) -> tuple[np.ndarray, list[tuple[int, int]]]:
         """Logits of the rows the chunks need, and for each chunk the range of its rows."""

@@ -125,7 +125,7 @@ def quantize_act16_auto(x, qh, ql, dx, dxs, sx):
 class QAct:
     """Quantized activations of M tokens.  bits=8: qx holds the int8 quants, ql is
     None.  bits=16: qx holds the high halves qh, ql the low halves."""
-    __slots__ = ("bits", "qx", "ql", "dx", "dxs", "sx")
+    __slots__ = ("bits", "qx", "ql", "dx", "dxs", "sx", "_addrs")
 
     def __init__(self, M, K, bits=DEFAULT_BITS):
         if bits not in (8, 16):
@@ -137,6 +137,14 @@ class QAct:
         self.dx = np.empty((M, nb), np.float32)
         self.dxs = np.empty((M, nb), np.float32)
         self.sx = np.empty((M, nb), np.int32)
+        self._addrs = None
+
+    def addresses(self, address):
+        """(qh, ql, dx, dxs, sx) data addresses (ql = qh in q8 mode), from address(array), once."""
+        if self._addrs is None:
+            ql = self.ql if self.bits == 16 else self.qx
+            self._addrs = tuple(map(address, (self.qx, ql, self.dx, self.dxs, self.sx)))
+        return self._addrs
 
     @property
     def values(self):

@@ -40,6 +40,7 @@ import numpy as np
 from numba import njit, prange
 
 from ponder.kernels import isa as isa_mod
+from ponder.kernels import native, qmm_native
 from ponder.kernels.act_quant import DEFAULT_BITS, Q16_MAX, QAct, quantize, quantize_act16_auto  # noqa: F401
 from ponder.kernels.qmm_emit import make_kernel
 from ponder.kernels.qmm_layout import (FMT_NAMES, FMT_Q4_0, FMT_Q4_1, FMT_Q8_0, QK, QMatrix,  # noqa: F401
@@ -47,6 +48,9 @@ from ponder.kernels.qmm_layout import (FMT_NAMES, FMT_Q4_0, FMT_Q4_1, FMT_Q8_0, 
 from ponder.kernels.qmm_oracle import matmul_scalar
 
 _HERE = pathlib.Path(__file__).parent
+# The products run on the native runtime (kernels/native) unless PONDER_NATIVE=0; a module
+# attribute, so that a benchmark can alternate the two in one process (the same bits).
+use_native = native.enabled()
 _SOURCES = ["qmatmul.py", "qmm_emit.py", "qmm_layout.py", "act_quant.py", "llvm_ir.py"]
 
 
@@ -126,9 +130,13 @@ def _linear16_driver(isa: str, fmt: int):
 
 
 def linear16(W, x):
-    """y [M, W.rows] = W . x for float32 x [M, K], with 15-bit activations, in one Numba call."""
+    """y [M, W.rows] = W . x for float32 x [M, K], with 15-bit activations, in one call."""
     if W.isa == "scalar":
         return matmul_scalar(W, quantize(x, bits=16))
+    if use_native:
+        if x.dtype != np.float32 or x.ndim != 2 or x.strides[1] != 4:
+            x = np.ascontiguousarray(np.atleast_2d(x), dtype=np.float32)
+        return qmm_native.linear16(W, x)[:, :W.rows]
     y = np.empty((x.shape[0], W.buf.shape[0] * W.lanes), np.float32)
     _linear16_driver(W.isa, W.fmt)(x, W.buf, y)
     return y[:, :W.rows]
@@ -140,6 +148,8 @@ def matmul(W, a, out=None):
         return matmul_scalar(W, a, out)
     M = a.qx.shape[0]
     y = out if out is not None else np.empty((M, W.buf.shape[0] * W.lanes), np.float32)
+    if use_native:
+        return qmm_native.matmul(W, a, y)[:, :W.rows]
     ql = a.ql if a.bits == 16 else a.qx
     kernel(W.isa, W.fmt, a.bits)(W.buf, a.qx, ql, a.dx, a.dxs, a.sx, y)
     return y[:, :W.rows]

@@ -36,12 +36,9 @@ In q16 mode the block sum is (sum over qh << 7) + sum over ql.
 from __future__ import annotations
 
 from llvmlite import ir
-from numba import types
-from numba.core import cgutils
-from numba.extending import intrinsic
 
 from ponder.kernels.llvm_ir import c64, emit_tiled_loop, ptr
-from ponder.kernels.qmm_layout import FMT_Q4_0, FMT_Q4_1, FMT_Q8_0, QK, quant_bytes, record_bytes
+from ponder.kernels.qmm_layout import FMT_NAMES, FMT_Q4_0, FMT_Q4_1, FMT_Q8_0, QK, quant_bytes, record_bytes
 
 PF_DIST = 2560   # software prefetch distance in bytes: +5-10% when the weights are cold
 # zero point (8 for Q4_0, 128 for Q8_0's u = q + 128) removed as zp * s_x: a shift
@@ -106,7 +103,7 @@ def _emit_tile(builder, be, fmt, bits, T, w, x, dl, dx, aux, y, nb, xs, ss, ys):
 
     if PF_DIST:
         # llvmlite's declare_intrinsic gets llvm.prefetch's signature wrong: declare it by hand.
-        pf = cgutils.get_or_insert_function(
+        pf = builder.module.globals.get("llvm.prefetch.p0") or ir.Function(
             builder.module, ir.FunctionType(ir.VoidType(), [_i8.as_pointer(), _i32, _i32, _i32]),
             "llvm.prefetch.p0")
         for line in range(0, bstride, 64):
@@ -199,9 +196,91 @@ def _emit_group(builder, be, fmt, bits, w, xh, xl, dx, aux, y, nb, M, xs, ss, ys
     emit_tiled_loop(builder, M, tmax, tuple(T for T in (4, 2, 1) if T < tmax), tile, "qmm")
 
 
+# The argument vector of the native runtime's product jobs (kernels/native): int64 words, addresses
+# and strides in bytes.  The activation quantizer's items (act_quant_emit) read the same vector, so
+# that one vector serves both jobs of a product.
+ARGS = ("w", "xh", "xl", "dx", "aux", "y", "nb", "M", "xs", "ss", "ys", "gbytes", "G", "C",
+        "x", "xrs", "dxs", "sx")
+ARG = {name: i for i, name in enumerate(ARGS)}
+
+
+def load_args(builder, argv, names):
+    """The named words of an argument vector (an i64* value) as i64 values."""
+    return [builder.load(builder.gep(argv, [c64(ARG[n])])) for n in names]
+
+
+def item_name(isa, fmt, bits):
+    return f"qmm_{FMT_NAMES[fmt]}_{bits}_{isa}"
+
+
+def emit_item(module, be, fmt, bits):
+    """void qmm_<fmt>_<bits>_<isa>(i64* args, i64 c): chunk c of the row groups, all M tokens.
+
+    Chunk c is the contiguous groups [c*G/C, (c+1)*G/C): each thread streams one part of the
+    matrix (one group per item, interleaved between threads, measured slower).  The chunking
+    changes no bit: a group's rows are computed the same way in any chunk."""
+    f = ir.Function(module, ir.FunctionType(ir.VoidType(), [_i64.as_pointer(), _i64]), item_name(be.NAME, fmt, bits))
+    argv, c = f.args
+    b = ir.IRBuilder(f.append_basic_block("entry"))
+    w, xh, xl, dx, aux, y, nb, M, xs, ss, ys, gbytes, G, C = load_args(b, argv, ARGS[:14])
+    g0 = b.sdiv(b.mul(c, G), C)
+    g1 = b.sdiv(b.mul(b.add(c, c64(1)), G), C)
+    entry = b.block
+    head, body, out = (f.append_basic_block(n) for n in ("groups", "group", "out"))
+    b.branch(head)
+    b.position_at_end(head)
+    g = b.phi(_i64)
+    g.add_incoming(g0, entry)
+    b.cbranch(b.icmp_signed("<", g, g1), body, out)
+    b.position_at_end(body)
+    _emit_group(b, be, fmt, bits, b.add(w, b.mul(g, gbytes)), xh, xl, dx, aux, b.add(y, b.mul(g, c64(be.LANES * 4))),
+                nb, M, xs, ss, ys)
+    g.add_incoming(b.add(g, c64(1)), b.block)
+    b.branch(head)
+    b.position_at_end(out)
+    b.ret_void()
+    return f
+
+
+def entry_name(isa, fmt, bits, quantize):
+    return f"{'linear' if quantize else 'matmul'}{bits}_{FMT_NAMES[fmt]}_{isa}"
+
+
+def emit_entry(module, be, fmt, bits, quantize, quant_item):
+    """void <linear|matmul><bits>_<fmt>_<isa>(i64* pool_state, i64* args, i64 threads): one product.
+
+    linear (quantize): first the quantizer job (quant_item, one token per item; on the caller
+    alone below 4 tokens, as act_quant's *_auto do), then the product job; matmul: the product
+    job alone.  The product's chunk count C = min(threads, G) is stored into args here.  Jobs
+    run on the pool's pool_run (native/pool.py), resolved from the pool's object at load."""
+    i64p = _i64.as_pointer()
+    run = module.globals.get("pool_run") or ir.Function(
+        module, ir.FunctionType(ir.VoidType(), [i64p, _i64, _i64, _i64, _i64]), "pool_run")
+    f = ir.Function(module, ir.FunctionType(ir.VoidType(), [i64p, i64p, _i64]), entry_name(be.NAME, fmt, bits, quantize))
+    st, argv, threads = f.args
+    b = ir.IRBuilder(f.append_basic_block("entry"))
+
+    def smin(a, c):
+        return b.select(b.icmp_signed("<", a, c), a, c)
+
+    M, G = load_args(b, argv, ("M", "G"))
+    if quantize:
+        qthreads = b.select(b.icmp_signed("<", M, c64(4)), c64(1), smin(threads, M))
+        b.call(run, [st, b.ptrtoint(quant_item, _i64), b.ptrtoint(argv, _i64), M, b.sub(qthreads, c64(1))])
+    C = smin(threads, G)
+    b.store(C, b.gep(argv, [c64(ARG["C"])]))
+    item = module.globals[item_name(be.NAME, fmt, bits)]
+    b.call(run, [st, b.ptrtoint(item, _i64), b.ptrtoint(argv, _i64), C, b.sub(C, c64(1))])
+    b.ret_void()
+    return f
+
+
 def make_kernel(be, fmt, bits):
     """An intrinsic kern(w, xh, xl, dx, aux, y, nb, M, xs, ss, ys): one row group of
     back end be, all tokens.  Addresses and strides in bytes; xl is ignored in q8 mode."""
+    from numba import types
+    from numba.extending import intrinsic
+
     @intrinsic
     def _kern(typingctx, w, xh, xl, dx, aux, y, nb, M, xs, ss, ys):
         argtys = (w, xh, xl, dx, aux, y, nb, M, xs, ss, ys)

@@ -15,7 +15,7 @@ import numpy as np
 from ponder.kernels import attention, ops
 from ponder.loading.weights import ModelWeights
 from ponder.model import numba_startup
-from ponder.model.linear import Activations, make_fused_linear, make_linear
+from ponder.model.linear import Activations, QuantLinear, make_fused_linear, make_linear
 from ponder.model.weight_cache import PackedWeightCache
 
 
@@ -99,6 +99,12 @@ class FastModel:
 
     def nbytes(self) -> int:
         return sum(layer.nbytes() for layer in self.layers) + self.output.nbytes
+
+    def quantized(self) -> bool:
+        """Whether every weight product is on the integer path (QuantLinear), none on float weights."""
+        linears = [self.output] + [lin for layer in self.layers for lin in
+                                   (*layer.qkv.parts, layer.wo, *layer.gate_up.parts, layer.w_down)]
+        return all(isinstance(lin, QuantLinear) for lin in linears)
 
     def _cover_positions(self, positions: np.ndarray) -> None:
         """Grow the RoPE tables (doubling, at least 256 rows) to cover `positions`.

@@ -1,0 +1,43 @@
+"""ponder's own native kernel runtime: kernels compiled by llvmlite into cached objects, run on its own pool.
+
+The end state (issue 14): every kernel of the generate path comes from one cached native
+object per unit and runs on this pool, and Numba is not imported at run time.  Today the
+weight products and the activation quantizers run here (kernels/qmm_native.py); attention,
+norms and sampling are still Numba kernels.
+
+    build.py   what goes into a unit's object, and compiling it (llvmlite, O3, host CPU)
+    cache.py   the objects under $PONDER_HOME/kernels/, checksummed, rebuilt when stale or corrupt
+    pool.py    the thread pool in IR: claim-by-CAS items, spin then futex-park idle workers
+    bind.py    the process's runtime: MCJIT, the workers, run() through ctypes
+
+PONDER_NATIVE=0 turns the runtime off (the products then run on their Numba drivers, the
+same bits): for comparisons and as a way out.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from ponder.kernels.native.bind import default_threads, run, runtime  # noqa: F401
+
+_local = threading.local()
+
+
+def enabled() -> bool:
+    return os.environ.get("PONDER_NATIVE", "1").strip() not in ("0", "false", "no", "off")
+
+
+def threads() -> int:
+    """Threads of this Python thread's native jobs: set_threads(), else default_threads()."""
+    n = getattr(_local, "threads", None)
+    if n is None:
+        n = _local.threads = default_threads()
+    return n
+
+
+def set_threads(n: int | None) -> int | None:
+    """Set this Python thread's native thread count (None: the default); returns the previous setting."""
+    before = getattr(_local, "threads", None)
+    _local.threads = n
+    return before
