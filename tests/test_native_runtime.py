@@ -167,6 +167,37 @@ def test_real_model_products_native_numba_oracle(default_model, numba_products):
                         assert same_bits(Q.linear16(W, x), ref), (t.name, "numba")
 
 
+def test_products_through_ctypes_when_the_builtin_is_unavailable(monkeypatch):
+    """The fallback path (an interpreter whose object layout py_call does not read) gives the same bits."""
+    isa = ISA.current()
+    if isa == "scalar":
+        pytest.skip("no generated kernels on the scalar set")
+    rt = native.runtime()
+    assert rt.pycall is not None   # CPython 3 with NumPy: the builtin is there
+    W, ref_w = packed("Q8_0", 72, 576, isa)
+    x = inputs(5, 576)
+    monkeypatch.setattr(rt, "pycall", None)
+    assert same_bits(Q.linear16(W, x), Q.matmul_scalar(ref_w, Q.quantize(x, bits=16)))
+    a = Q.quantize(x, bits=8)
+    assert same_bits(Q.matmul(W, a), Q.matmul_scalar(ref_w, a))
+
+
+def test_builtin_rejects_what_it_cannot_read():
+    rt = native.runtime()
+    probe = rt.address("py_call_probe", "pool")
+    out = np.zeros(4, np.int64)
+    for bad in ([1.5], ["x"], [np.int64(3)], [np.zeros(2, np.float32).view(np.matrix)], [0] * 65):
+        with pytest.raises(TypeError):
+            rt.pycall(probe, out.ctypes.data, len(bad), *bad)
+    with pytest.raises(OverflowError):
+        rt.pycall(probe, out.ctypes.data, 1, 1 << 70)
+    with pytest.raises(TypeError):
+        rt.pycall(probe, out.ctypes.data)
+    a = np.arange(3.0)
+    rt.pycall(probe, out.ctypes.data, 3, -1, a, 1 << 40)
+    assert out[:3].tolist() == [-1, a.ctypes.data, 1 << 40]
+
+
 # -- the pool -------------------------------------------------------------------------------------
 
 def count_job(rt, n, threads):

@@ -7,10 +7,10 @@ which runs its jobs on the pool with one argument vector (qmm_emit.ARGS):
 The product's items are contiguous chunks of row groups, one per thread.  Same bits as the
 Numba drivers and the oracle (tests/test_native_runtime.py).
 
-Python's part is kept to a few microseconds (ponder runs ~121 products per decode step):
-addresses through ctypes.addressof (ndarray.ctypes costs 1-2 us), a weight matrix's fixed
-words computed once per matrix, a QAct's addresses once per QAct, the quantized input of
-linear16 in a per-thread scratch buffer, and the argument vector packed by the runtime.
+Python's part is kept to a few microseconds (ponder runs ~121 products per decode step): the
+call goes through the runtime's builtin (native/pycall.py), which reads the arrays' addresses
+itself; a weight matrix's fixed words are computed once per matrix, a QAct's addresses once
+per QAct, and linear16's quantized input lives in a per-thread scratch buffer.
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ class _Fixed:
         G, nb, rec = W.buf.shape
         self.w, self.nb, self.gbytes, self.G = address(W.buf), nb, nb * rec, G
         self.GL, self.rows, self.q4_1 = G * W.lanes, W.rows, W.fmt == FMT_Q4_1
-        self.linear16 = rt.entry(qmm_emit.entry_name(W.isa, W.fmt, 16, True), W.isa)
-        self.matmul = {bits: rt.entry(qmm_emit.entry_name(W.isa, W.fmt, bits, False), W.isa) for bits in (8, 16)}
+        self.linear16 = rt.address(qmm_emit.entry_name(W.isa, W.fmt, 16, True), W.isa)
+        self.matmul = {bits: rt.address(qmm_emit.entry_name(W.isa, W.fmt, bits, False), W.isa) for bits in (8, 16)}
 
 
 _fixed: dict[int, _Fixed] = {}
@@ -84,8 +84,8 @@ def linear16(W, x):
     xh = _scratch(2 * M * K + 12 * M * nb)     # qh, ql [M, K] int8; dx, dxs, sx [M, nb]
     xl, dx = xh + M * K, xh + 2 * M * K
     dxs, sx = dx + 4 * M * nb, dx + 8 * M * nb
-    native.runtime().call(f.linear16, (f.w, xh, xl, dx, dxs if f.q4_1 else sx, address(y), nb, M, K, 4 * nb,
-                                       4 * f.GL, f.gbytes, f.G, 0, address(x), x.strides[0], dxs, sx),
+    native.runtime().call(f.linear16, (f.w, xh, xl, dx, dxs if f.q4_1 else sx, y, nb, M, K, 4 * nb,
+                                       4 * f.GL, f.gbytes, f.G, 0, x, x.strides[0], dxs, sx),
                           native.threads())
     return y
 
@@ -94,7 +94,7 @@ def matmul(W, a, y):
     """y [M, G*L] = W . a for quantized activations a (act_quant.QAct, C-contiguous)."""
     f = _of(W)
     qh, ql, dx, dxs, sx = a.addresses(address)
-    native.runtime().call(f.matmul[a.bits], (f.w, qh, ql, dx, dxs if f.q4_1 else sx, address(y), f.nb, a.qx.shape[0],
+    native.runtime().call(f.matmul[a.bits], (f.w, qh, ql, dx, dxs if f.q4_1 else sx, y, f.nb, a.qx.shape[0],
                                              a.qx.strides[0], a.dx.strides[0], y.strides[0], f.gbytes, f.G, 0),
                           native.threads())
     return y

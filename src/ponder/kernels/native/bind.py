@@ -29,6 +29,12 @@ import numpy as np
 from ponder.kernels.native import build, cache, pool
 
 _c64 = ctypes.c_int64
+
+
+class _PyMethodDef(ctypes.Structure):
+    _fields_ = [("ml_name", ctypes.c_char_p), ("ml_meth", ctypes.c_void_p), ("ml_flags", ctypes.c_int),
+                ("ml_doc", ctypes.c_char_p)]
+
 _ENTRY = ctypes.CFUNCTYPE(None, _c64, _c64, _c64)    # entry(pool state, args, threads)
 ARGV_WORDS = 64   # the longest argument vector an entry may take
 # Called as listener(unit, seconds) after a unit was compiled (not for a cache hit): the CLI's
@@ -62,11 +68,44 @@ class Runtime:
         self._argv = np.zeros(ARGV_WORDS, np.int64)   # call()'s argument vector, written under the lock
         self._argvp = self._argv.ctypes.data
         self._packers: dict[int, struct.Struct] = {}
+        self._entries: dict[int, object] = {}
         self._load("pool")
         self._run = ctypes.CFUNCTYPE(None, _c64, _c64, _c64, _c64, _c64)(self._addr_of("pool_run"))
         self._worker = ctypes.CFUNCTYPE(None, _c64, _c64)(self._addr_of("pool_worker"))
         self._stop = ctypes.CFUNCTYPE(None, _c64)(self._addr_of("pool_stop"))
+        self.pycall = self._make_pycall()
         atexit.register(self.stop)
+
+    def _make_pycall(self):
+        """The py_call builtin (pycall.py), or None if this interpreter's object layout is not the
+        one it reads (then call() goes through ctypes)."""
+        from ponder.kernels.native import pycall
+
+        try:
+            for name, obj in pycall.OBJECTS.items():
+                addr = self._ee.get_global_value_address(name)
+                ctypes.c_int64.from_address(addr).value = id(np.ndarray if obj is None else obj)
+            self._mdef = _PyMethodDef(b"ponder_native_call", self._addr_of("py_call"), pycall.METH_FASTCALL, None)
+            new = ctypes.pythonapi.PyCFunction_NewEx
+            new.restype, new.argtypes = ctypes.py_object, [ctypes.c_void_p, ctypes.py_object, ctypes.py_object]
+            fn = new(ctypes.addressof(self._mdef), None, None)
+            out, probe = np.zeros(3, np.int64), np.zeros(5, np.float32)
+            fn(self._addr_of("py_call_probe"), out.ctypes.data, 3, 5, probe, -7)
+            if out.tolist() != [5, probe.ctypes.data, -7]:
+                return None
+            return fn
+        except (AttributeError, KeyError, RuntimeError, TypeError, ValueError, OSError):
+            return None
+
+    @property
+    def state_address(self) -> int:
+        return self._sp
+
+    def ensure_workers(self, threads: int) -> None:
+        """Start workers so that a job may run on `threads` threads (the caller and threads - 1)."""
+        if threads - 1 > len(self._workers):
+            with self._lock:
+                self._start_workers(threads - 1)
 
     # -- objects --------------------------------------------------------------
     def _load(self, unit: str) -> None:
@@ -109,9 +148,6 @@ class Runtime:
             a = self._addr_of(name)
         return a
 
-    def entry(self, name: str, unit: str):
-        """An entry function (pool state, args, threads) of `unit`, callable with call()."""
-        return _ENTRY(self.address(name, unit))
 
     # -- the pool ---------------------------------------------------------------
     def _start_workers(self, n: int) -> None:
@@ -129,10 +165,21 @@ class Runtime:
                 self._start_workers(active)
             self._run(self._sp, fn, argv.ctypes.data, n_items, active)
 
-    def call(self, entry, values: tuple, threads: int) -> None:
-        """entry(state, args, threads) with args = values (int64s), which runs its own jobs on the pool.
+    def call(self, entry: int, values: tuple, threads: int) -> None:
+        """entry(state, args, threads) with args = values, which runs its own jobs on the pool.
 
-        The argument vector is the runtime's own, packed under the lock: no array per call."""
+        values: ints and ndarrays (their data addresses).  Through the py_call builtin when this
+        interpreter allows it (pycall.py), else through ctypes with the argument vector packed
+        into the runtime's own, under the lock."""
+        if self.pycall is not None:
+            if threads - 1 > len(self._workers):
+                self.ensure_workers(threads)
+            self.pycall(entry, self._sp, threads, *values)
+            return
+        values = tuple(v.ctypes.data if isinstance(v, np.ndarray) else v for v in values)
+        fn = self._entries.get(entry)
+        if fn is None:
+            fn = self._entries[entry] = _ENTRY(entry)
         packer = self._packers.get(len(values))
         if packer is None:
             if len(values) > ARGV_WORDS:
@@ -142,7 +189,7 @@ class Runtime:
             if threads - 1 > len(self._workers):
                 self._start_workers(threads - 1)
             packer.pack_into(self._argv, 0, *values)
-            entry(self._sp, self._argvp, threads)
+            fn(self._sp, self._argvp, threads)
 
     def stop(self) -> None:
         """Stop the workers (at exit; a stopped runtime runs later jobs on the caller alone)."""

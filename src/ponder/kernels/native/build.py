@@ -2,7 +2,8 @@
 
 An object is built per *unit*:
 
-* "pool": the thread pool (pool.py), the same for every instruction set;
+* "pool": the thread pool (pool.py) and the CPython call bridge (pycall.py), the same for every
+  instruction set;
 * "<isa>" (an instruction set of kernels/isa): its kernels, every variant at once: the products
   for every weight format x activation width (qmm_emit.emit_item, and the entries that run a
   product's jobs: qmm_emit.emit_entry; they call the pool unit's pool_run) and the two activation
@@ -68,6 +69,7 @@ def key(unit: str) -> dict:
     name, feats = cpu()
     return {"unit": unit, "cpu": name, "features": feats, "triple": _llvm().get_process_triple(),
             "os": sys.platform, "machine": platform.machine(), "llvmlite": llvmlite.__version__,
+            "python": platform.python_implementation() + ".".join(map(str, sys.version_info[:2])),
             "sources": source_hash()}
 
 
@@ -77,9 +79,10 @@ def _module(unit: str, triple: str):
     mod = ir.Module(f"ponder_{unit}")
     mod.triple = triple
     if unit == "pool":
-        from ponder.kernels.native import pool
+        from ponder.kernels.native import pool, pycall
 
         pool.emit(mod, triple)
+        pycall.emit(mod)
         return mod
     from ponder.kernels import act_quant_emit, isa, qmm_emit
     from ponder.kernels.qmm_layout import FMT_NAMES

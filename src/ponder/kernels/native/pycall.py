@@ -1,0 +1,123 @@
+"""A CPython builtin, emitted as IR, that calls an entry: the per-call cost of a C extension without one.
+
+    call(entry, state, threads, *words)  ->  True
+
+Each word is a Python int (its value) or a NumPy ndarray (its data address, read from the
+array object as NumPy's C API does: PyArrayObject's `data` field); the builtin puts them in
+an argument vector on its stack and calls entry(state, argv, threads).  Anything else is a
+TypeError.  Through ctypes a product cost ~4 us more per call (ndarray.ctypes or
+c_char.from_buffer for each address, struct packing, the lock, the foreign call); a
+METH_FASTCALL builtin costs what any builtin call costs.  It holds the GIL while the entry
+runs (as the Numba kernels do), which also serializes calls from several Python threads.
+
+The layout it reads (ob_type at 8, PyArrayObject.data at 16) is that of every non-debug
+CPython 3 and NumPy 1.x/2.x; bind.py checks it once at load with a known array and falls
+back to ctypes if it does not hold.  The Python version is part of the pool unit's key.
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+
+from ponder.kernels.llvm_ir import c64
+
+MAX_WORDS = 64
+METH_FASTCALL = 0x80
+# Globals the loader sets to id() of these objects.  Not resolved as C symbols: Numba maps some of
+# those names (PyExc_TypeError, ...) to other addresses in the process's JIT symbol table.
+OBJECTS = {"ponder_int_type": int, "ponder_ndarray_type": None, "ponder_type_error": TypeError}
+
+_i8, _i32, _i64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
+_p = _i8.as_pointer()
+
+
+def emit(mod: ir.Module) -> None:
+    """Add py_call (a METH_FASTCALL function), its probe and the OBJECTS globals to mod."""
+    as_ll = ir.Function(mod, ir.FunctionType(_i64, [_p]), "PyLong_AsLongLong")
+    occurred = ir.Function(mod, ir.FunctionType(_p, []), "PyErr_Occurred")
+    from_long = ir.Function(mod, ir.FunctionType(_p, [_i64]), "PyBool_FromLong")
+    set_string = ir.Function(mod, ir.FunctionType(ir.VoidType(), [_p, _p]), "PyErr_SetString")
+    objs = {}
+    for name in OBJECTS:
+        objs[name] = ir.GlobalVariable(mod, _i64, name)
+        objs[name].initializer = c64(0)
+    long_type, nd_type, type_error = objs["ponder_int_type"], objs["ponder_ndarray_type"], objs["ponder_type_error"]
+    text = b"native call: a word is neither an int nor a numpy.ndarray, or there are too many\0"
+    msg = ir.GlobalVariable(mod, ir.ArrayType(_i8, len(text)), "ponder_py_call_msg")
+    msg.initializer = ir.Constant(ir.ArrayType(_i8, len(text)), bytearray(text))
+    msg.global_constant = True
+
+    i64p = _i64.as_pointer()
+    entry_ty = ir.FunctionType(ir.VoidType(), [i64p, i64p, _i64])
+    f = ir.Function(mod, ir.FunctionType(_p, [_p, _p.as_pointer(), _i64]), "py_call")
+    _, args, nargs = f.args
+    b = ir.IRBuilder(f.append_basic_block("entry"))
+    argv = b.alloca(ir.ArrayType(_i64, MAX_WORDS))
+    fail, check, head, body, is_int, not_int, is_arr, store, call, int_err = (f.append_basic_block(n) for n in (
+        "fail", "check", "head", "body", "int", "not_int", "array", "store", "call", "int_err"))
+    null = ir.Constant(_p, None)
+
+    def type_of(obj):
+        return b.load(b.inttoptr(b.add(b.ptrtoint(obj, _i64), c64(8)), _p.as_pointer()))
+
+    def int_at(k):
+        return b.call(as_ll, [b.load(b.gep(args, [c64(k)]))])
+
+    ok = b.and_(b.icmp_signed(">=", nargs, c64(3)), b.icmp_signed("<=", nargs, c64(3 + MAX_WORDS)))
+    b.cbranch(ok, check, fail)
+
+    b.position_at_end(fail)
+    b.call(set_string, [b.inttoptr(b.load(type_error), _p), b.bitcast(msg, _p)])
+    b.ret(null)
+
+    b.position_at_end(check)
+    b.branch(head)
+    b.position_at_end(head)
+    i = b.phi(_i64)
+    i.add_incoming(c64(3), check)
+    b.cbranch(b.icmp_signed("<", i, nargs), body, call)
+    b.position_at_end(body)
+    obj = b.load(b.gep(args, [i]))
+    ty = type_of(obj)
+    b.cbranch(b.icmp_unsigned("==", b.ptrtoint(ty, _i64), b.load(long_type)), is_int, not_int)
+    b.position_at_end(is_int)
+    v_int = b.call(as_ll, [obj])
+    b.cbranch(b.and_(b.icmp_signed("==", v_int, c64(-1)), b.icmp_unsigned("!=", b.call(occurred, []), null)),
+              int_err, store)
+    b.position_at_end(int_err)
+    b.ret(null)   # the int's OverflowError stands
+    b.position_at_end(not_int)
+    b.cbranch(b.icmp_unsigned("==", b.ptrtoint(ty, _i64), b.load(nd_type)), is_arr, fail)
+    b.position_at_end(is_arr)
+    v_arr = b.load(b.inttoptr(b.add(b.ptrtoint(obj, _i64), c64(16)), _i64.as_pointer()))
+    b.branch(store)
+    b.position_at_end(store)
+    v = b.phi(_i64)
+    v.add_incoming(v_int, is_int)
+    v.add_incoming(v_arr, is_arr)
+    b.store(v, b.gep(argv, [c64(0), b.sub(i, c64(3))]))
+    i.add_incoming(b.add(i, c64(1)), store)
+    b.branch(head)
+
+    b.position_at_end(call)   # the three leading ints are plain Python ints (checked by the caller's code)
+    fn = b.inttoptr(int_at(0), entry_ty.as_pointer())
+    b.call(fn, [b.inttoptr(int_at(1), i64p), b.gep(argv, [c64(0), c64(0)]), int_at(2)])
+    b.ret(b.call(from_long, [c64(1)]))
+
+    # probe(out, argv, n): out[:n] = argv[:n], an entry for the loader's one check of the layout
+    g = ir.Function(mod, entry_ty, "py_call_probe")
+    out, av, n = g.args
+    b = ir.IRBuilder(g.append_basic_block("entry"))
+    loop, copy, done = (g.append_basic_block(x) for x in ("loop", "copy", "done"))
+    start = b.block
+    b.branch(loop)
+    b.position_at_end(loop)
+    k = b.phi(_i64)
+    k.add_incoming(c64(0), start)
+    b.cbranch(b.icmp_signed("<", k, n), copy, done)
+    b.position_at_end(copy)
+    b.store(b.load(b.gep(av, [k])), b.gep(out, [k]))
+    k.add_incoming(b.add(k, c64(1)), copy)
+    b.branch(loop)
+    b.position_at_end(done)
+    b.ret_void()
