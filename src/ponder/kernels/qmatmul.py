@@ -3,8 +3,9 @@
 Weights: llama.cpp Q4_1, Q4_0 and Q8_0, packed at load for one back end
 (qmm_layout.pack; the back end's lane count fixes the layout).  Activations are
 quantized per token and 32-block (act_quant: q8, or the default 15-bit q16).  The
-kernels are generated (qmm_emit) per (instruction set, format, activation bits)
-lazily, on first use, so a model compiles only what it uses; every back end gives
+kernels are generated (qmm_emit) per (instruction set, format, activation bits):
+natively every variant of the set at once (about 2 s, cached), for Numba lazily on
+first use; every back end gives
 the same bits (the contract is in qmm_emit's docstring; qmm_oracle is the scalar
 reference).
 
@@ -13,13 +14,15 @@ API
 ``from_gguf(fmt, raw, rows, K, isa=None) -> QMatrix`` (packed for isa, default the
 process's: kernels.isa.current()); ``quantize(x, out=None, bits=16) -> QAct``;
 ``matmul(W, a, out=None) -> y [M, rows]``; ``linear16(W, x)`` (quantize and multiply in
-one Numba call, the same bits); ``matmul_scalar(W, a)`` (the oracle);
+one call, the same bits); ``matmul_scalar(W, a)`` (the oracle);
 ``kernel(isa, fmt, bits)`` (the compiled driver, for warm-up).
 
-Caching: the drivers are made from two templates with a distinct name per
-(back end, format, bits) and a hash of the kernel sources, so that Numba's on-disk
-cache (cache=True, keyed by name, CPU and the template's file) never loads a kernel
-generated for another instruction set or by older emitter code.
+Where they run: on the native runtime (kernels/native, through qmm_native: objects compiled by
+llvmlite and cached under $PONDER_HOME/kernels/, ponder's own thread pool), unless
+PONDER_NATIVE=0 or `use_native` is False; then on Numba drivers made from two templates with a
+distinct name per (back end, format, bits) and a hash of the kernel sources, so that Numba's
+on-disk cache (cache=True, keyed by name, CPU and the template's file) never loads a kernel
+generated for another instruction set or by older emitter code.  Both give the same bits.
 
 Speed, SmolLM2-135M weight products (30 layers x 7 Q4_1 + Q8_0 head 49152x576, with
 the activation quantization; 2 threads, avx512_vnni, median of 7 on a shared
