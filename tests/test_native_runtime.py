@@ -64,6 +64,12 @@ def packed(fmt, rows, K, isa):
     return _PACKED[key]
 
 
+@pytest.fixture(autouse=True)
+def native_products(monkeypatch):
+    """The runtime is off by default (kernels/native/__init__.py): these tests turn it on."""
+    monkeypatch.setattr(Q, "use_native", True)
+
+
 @pytest.fixture
 def numba_products(monkeypatch):
     """Run qmatmul's products on their Numba drivers inside the block."""

@@ -18,17 +18,20 @@ def _rope_numpy(x, positions, cos, sin):
 
 
 @pytest.mark.parametrize("bias", [False, True])
-def test_qkv_heads_reads_views_of_a_fused_product(bias):
+@pytest.mark.parametrize("fused", [True, False])
+def test_qkv_heads_reads_a_stacked_product_in_place(bias, fused):
     n, heads, kv_heads, d = 5, 6, 2, 16
     widths = [heads * d, kv_heads * d, kv_heads * d]
-    fused = RNG.standard_normal((n, sum(widths) + 16)).astype(np.float32)  # padded, like a product's output
+    stacked = RNG.standard_normal((n, sum(widths) + 16)).astype(np.float32)  # padded, like a product's output
     cuts = np.cumsum([0] + widths)
-    q_in, k_in, v_in = (fused[:, a:b] for a, b in zip(cuts, cuts[1:]))
+    q_in, k_in, v_in = (stacked[:, a:b] for a, b in zip(cuts, cuts[1:]))
+    sources = ([stacked, cuts[0], stacked, cuts[1], stacked, cuts[2]] if fused else  # one output, three columns
+               [np.ascontiguousarray(q_in), 0, np.ascontiguousarray(k_in), 0, np.ascontiguousarray(v_in), 0])
     biases = [RNG.standard_normal(w).astype(np.float32) if bias else np.zeros(0, np.float32) for w in widths]
     positions = np.array([0, 3, 4, 9, 31], np.int64)
     cos, sin = ops.rope_tables(10000.0, d, 32)
     q, k, v = (np.empty((n, h, d), np.float32) for h in (heads, kv_heads, kv_heads))
-    ops.qkv_heads(q_in, k_in, v_in, *biases, positions, cos, sin, q, k, v)
+    ops.qkv_heads(*sources, *biases, positions, cos, sin, q, k, v)
 
     def plus(x, b):
         return x + b if len(b) else x.copy()
@@ -55,12 +58,12 @@ def test_add_rms_norm_is_the_add_then_the_norm():
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
 
 
-def test_silu_mul_on_views_equals_on_copies():
+def test_silu_mul_in_place_equals_on_copies():
     y = RNG.standard_normal((3, 2 * 40)).astype(np.float32) * 6
     gate, up = y[:, :40], y[:, 40:]
     got, want = np.empty((3, 40), np.float32), np.empty((3, 40), np.float32)
-    ops.silu_mul(gate, up, got)
-    ops.silu_mul(np.ascontiguousarray(gate), np.ascontiguousarray(up), want)
+    ops.silu_mul(y, 0, y, 40, got)
+    ops.silu_mul(np.ascontiguousarray(gate), 0, np.ascontiguousarray(up), 0, want)
     assert np.array_equal(got, want)
     g64 = gate.astype(np.float64)
     np.testing.assert_allclose(got, g64 / (1 + np.exp(-g64)) * up, rtol=1e-5, atol=1e-6)

@@ -17,9 +17,10 @@ process's: kernels.isa.current()); ``quantize(x, out=None, bits=16) -> QAct``;
 one call, the same bits); ``matmul_scalar(W, a)`` (the oracle);
 ``kernel(isa, fmt, bits)`` (the compiled driver, for warm-up).
 
-Where they run: on the native runtime (kernels/native, through qmm_native: objects compiled by
-llvmlite and cached under $PONDER_HOME/kernels/, ponder's own thread pool), unless
-PONDER_NATIVE=0 or `use_native` is False; then on Numba drivers made from two templates with a
+Where they run: on Numba drivers, or with PONDER_NATIVE=1 (`use_native`) on the native runtime
+(kernels/native, through qmm_native: objects compiled by llvmlite and cached under
+$PONDER_HOME/kernels/, ponder's own thread pool; off by default until attention runs there too).
+The Numba drivers are made from two templates with a
 distinct name per (back end, format, bits) and a hash of the kernel sources, so that Numba's
 on-disk cache (cache=True, keyed by name, CPU and the template's file) never loads a kernel
 generated for another instruction set or by older emitter code.  Both give the same bits.
@@ -51,7 +52,8 @@ from ponder.kernels.qmm_layout import (FMT_NAMES, FMT_Q4_0, FMT_Q4_1, FMT_Q8_0, 
 from ponder.kernels.qmm_oracle import matmul_scalar
 
 _HERE = pathlib.Path(__file__).parent
-# The products run on the native runtime (kernels/native) unless PONDER_NATIVE=0; a module
+# The products run on the native runtime (kernels/native) if PONDER_NATIVE=1 (off by default, see
+# kernels/native/__init__.py); a module
 # attribute, so that a benchmark can alternate the two in one process (the same bits).
 use_native = native.enabled()
 _SOURCES = ["qmatmul.py", "qmm_emit.py", "qmm_layout.py", "act_quant.py", "llvm_ir.py"]

@@ -54,12 +54,13 @@ class _Group:
             self.parts, self.offsets = [make_linear(t, cache) for t in tensors], None
         self.nbytes = sum(p.nbytes for p in self.parts)
 
-    def __call__(self, act: Activations) -> list[np.ndarray]:
-        """Each matrix's output; of a stacked product, column views of it (the kernels read strided rows)."""
+    def __call__(self, act: Activations) -> list[tuple[np.ndarray, int]]:
+        """Each matrix's output as (array, first column): of a stacked product, the one output and
+        each matrix's first column in it (the kernels read it in place; see kernels/ops.py)."""
         if self.offsets is None:
-            return [p(act) for p in self.parts]
+            return [(p(act), 0) for p in self.parts]
         y = self.parts[0](act)
-        return [y[:, a:b] for a, b in zip(self.offsets, self.offsets[1:])]
+        return [(y, a) for a in self.offsets[:-1]]
 
 
 class _Layer:
@@ -68,6 +69,7 @@ class _Layer:
         self.qkv = _Group([lw.wq, lw.wk, lw.wv], cache)
         self.wo = make_linear(lw.wo, cache)
         self.gate_up = _Group([lw.w_gate, lw.w_up], cache)
+        self.inter = lw.w_gate.rows
         self.w_down = make_linear(lw.w_down, cache)
         # an empty bias is none (the kernel tests its length)
         self.bq, self.bk, self.bv = (np.zeros(0, np.float32) if b is None else b.astype(np.float32)
@@ -148,16 +150,17 @@ class FastModel:
         attn = np.empty((n, c.n_heads, c.head_dim), np.float32)
         ops.rms_norm(x, self.layers[0].attn_norm, c.norm_eps, h)
         for li, layer in enumerate(self.layers):
-            ops.qkv_heads(*layer.qkv(Activations(h, self.bits)), layer.bq, layer.bk, layer.bv, step.positions,
-                          self.cos, self.sin, q, k, v)
+            (qs, qc), (ks, kc), (vs, vc) = layer.qkv(Activations(h, self.bits))
+            ops.qkv_heads(qs, qc, ks, kc, vs, vc, layer.bq, layer.bk, layer.bv, step.positions, self.cos, self.sin,
+                          q, k, v)
             attention.write_kv(k_pool[li], v_pool[li], k, v, slot_token, slot_block, slot_offset)
             attention.paged_attention(q, k_pool[li], v_pool[li], tables, step.token_row, context_len,
                                       self.scale, attn, *groups)
             ops.add_rms_norm(x, layer.wo(Activations(attn.reshape(n, -1), self.bits)), layer.ffn_norm,
                              c.norm_eps, h)
-            gate, up = layer.gate_up(Activations(h, self.bits))
-            mid = np.empty(gate.shape, np.float32)
-            ops.silu_mul(gate, up, mid)
+            (gs, gc), (us, uc) = layer.gate_up(Activations(h, self.bits))
+            mid = np.empty((n, layer.inter), np.float32)
+            ops.silu_mul(gs, gc, us, uc, mid)
             down = layer.w_down(Activations(mid, self.bits))
             if li + 1 < len(self.layers):
                 ops.add_rms_norm(x, down, self.layers[li + 1].attn_norm, c.norm_eps, h)
