@@ -14,7 +14,7 @@ Off by default until attention runs on the pool too; PONDER_NATIVE=1 turns it on
 either way).  Beside the native pool the engine must run Numba's kernels on one thread (two
 spinning pools on the same cores collapse), and serial attention costs more than the native
 products save: on a quiet 2-core machine (2026-12-02, 00:45-00:56 UTC, avx512_vnni) prefill of
-256 tokens ran 0.83x and 16 samples of one prompt 0.85x the all-Numba engine, decode the same.
+256 tokens ran 0.85x and 16 samples of one prompt 0.85x the all-Numba engine, decode the same.
 """
 
 from __future__ import annotations
