@@ -256,11 +256,7 @@ def test_two_python_threads_at_once():
         except Exception as e:   # reported below: an exception in a thread would pass silently
             errors.append(e)
 
-    ts = [threading.Thread(target=caller, args=(s,)) for s in (3, 5)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
+    _run_threads(caller, (3, 5))
     assert not errors
 
 
@@ -278,12 +274,17 @@ def test_products_from_two_python_threads():
             if not same_bits(Q.linear16(W, xs[i]), refs[i]):
                 bad.append(i)
 
-    ts = [threading.Thread(target=caller, args=(i,)) for i in (0, 1)]
+    _run_threads(caller, (0, 1))
+    assert not bad
+
+
+def _run_threads(target, args):
+    """target(a) on one Python thread per a, all at once; returns when every one has ended."""
+    ts = [threading.Thread(target=target, args=(a,)) for a in args]
     for t in ts:
         t.start()
     for t in ts:
         t.join()
-    assert not bad
 
 
 _EXIT = """

@@ -22,7 +22,7 @@ from __future__ import annotations
 from llvmlite import ir
 
 from ponder.kernels.act_quant import Q8_MAX, Q16_MAX
-from ponder.kernels.llvm_ir import c64, ptr
+from ponder.kernels.llvm_ir import c64, emit_loop, ptr
 from ponder.kernels.qmm_emit import load_args
 from ponder.kernels.qmm_layout import QK
 
@@ -70,101 +70,62 @@ def _emit_row(module: ir.Module, bits: int, name: str) -> ir.Function:
     floor64 = _intrinsic(module, "llvm.floor", _f64)
     qmax_i = ir.Constant(_i32, qmax)
 
-    entry = b.block
-    kloop, kbody, kend = (f.append_basic_block(n) for n in ("blocks", "block", "end"))
-    b.branch(kloop)
-    b.position_at_end(kloop)
-    k = b.phi(_i64)
-    k.add_incoming(c64(0), entry)
-    b.cbranch(b.icmp_signed("<", k, nb), kbody, kend)
+    def block(k):
+        base = b.mul(k, c64(QK))
 
-    b.position_at_end(kbody)
-    base = b.mul(k, c64(QK))
+        def elem(i):
+            return b.load(b.gep(xrow, [b.add(base, i)]), align=4)
 
-    def elem(i):
-        return b.load(b.gep(xrow, [b.add(base, i)]), align=4)
+        def store_q(row, i, v):
+            b.store(b.trunc(v, _i8), b.gep(row, [b.add(base, i)]))
 
-    def store_q(row, i, v):
-        b.store(b.trunc(v, _i8), b.gep(row, [b.add(base, i)]))
-    # amax over the block
-    pre = b.block
-    ahead, abody, aout = (f.append_basic_block(n) for n in ("amax", "amax.body", "amax.out"))
-    b.branch(ahead)
-    b.position_at_end(ahead)
-    i = b.phi(_i64)
-    amax = b.phi(_f32)
-    i.add_incoming(c64(0), pre)
-    amax.add_incoming(ir.Constant(_f32, 0.0), pre)
-    b.cbranch(b.icmp_signed("<", i, c64(QK)), abody, aout)
-    b.position_at_end(abody)
-    a = b.call(fabs32, [elem(i)])
-    i.add_incoming(b.add(i, c64(1)), abody)
-    amax.add_incoming(b.select(b.fcmp_ordered(">", a, amax), a, amax), abody)
-    b.branch(ahead)
+        def amax_step(i, amax):
+            a = b.call(fabs32, [elem(i)])
+            return [b.select(b.fcmp_ordered(">", a, amax), a, amax)]
+        amax, = emit_loop(b, c64(0), c64(QK), "amax", amax_step, [ir.Constant(_f32, 0.0)])
+        d = b.fdiv(amax, ir.Constant(_f32, float(qmax)))
+        zero, quant, blk_end = (f.append_basic_block(n) for n in ("zero", "quant", "block.end"))
+        b.cbranch(b.fcmp_ordered("==", d, ir.Constant(_f32, 0.0)), zero, quant)
 
-    b.position_at_end(aout)
-    d = b.fdiv(amax, ir.Constant(_f32, float(qmax)))
-    zero, quant, blk_end = (f.append_basic_block(n) for n in ("zero", "quant", "block.end"))
-    b.cbranch(b.fcmp_ordered("==", d, ir.Constant(_f32, 0.0)), zero, quant)
+        b.position_at_end(zero)  # d == 0: zeros
 
-    # d == 0: zeros
-    b.position_at_end(zero)
-    pre = b.block
-    zhead, zbody = f.append_basic_block("zero.head"), f.append_basic_block("zero.body")
-    b.branch(zhead)
-    b.position_at_end(zhead)
-    j = b.phi(_i64)
-    j.add_incoming(c64(0), pre)
-    b.cbranch(b.icmp_signed("<", j, c64(QK)), zbody, blk_end)
-    b.position_at_end(zbody)
-    store_q(hrow, j, ir.Constant(_i32, 0))
-    if wide:
-        store_q(lrow, j, ir.Constant(_i32, 0))
-    j.add_incoming(b.add(j, c64(1)), zbody)
-    b.branch(zhead)
+        def zero_step(j):
+            store_q(hrow, j, ir.Constant(_i32, 0))
+            if wide:
+                store_q(lrow, j, ir.Constant(_i32, 0))
+        emit_loop(b, c64(0), c64(QK), "zero", zero_step)
+        zero_end = b.block
+        b.branch(blk_end)
 
-    # quantize
-    b.position_at_end(quant)
-    pre = b.block
-    qhead, qbody, qout = (f.append_basic_block(n) for n in ("q.head", "q.body", "q.out"))
-    b.branch(qhead)
-    b.position_at_end(qhead)
-    j = b.phi(_i64)
-    s = b.phi(_i64)
-    j.add_incoming(c64(0), pre)
-    s.add_incoming(c64(0), pre)
-    b.cbranch(b.icmp_signed("<", j, c64(QK)), qbody, qout)
-    b.position_at_end(qbody)
-    v = b.fdiv(elem(j), d)
-    r = b.fptosi(b.call(floor64, [b.fadd(b.call(fabs64, [b.fpext(v, _f64)]), ir.Constant(_f64, 0.5))]), _i32)
-    nonneg = b.fcmp_ordered(">=", b.fpext(v, _f64), ir.Constant(_f64, 0.0))
-    q = b.select(nonneg, r, b.neg(r))
-    q = b.select(b.icmp_signed(">", q, b.neg(qmax_i)), q, b.neg(qmax_i))     # max(q, -qmax)
-    q = b.select(b.icmp_signed("<", q, qmax_i), q, qmax_i)                   # min(., qmax)
-    if wide:
-        pos = b.icmp_signed(">=", q, ir.Constant(_i32, 0))
-        mag = b.select(pos, q, b.neg(q))
-        h, lo = b.ashr(mag, ir.Constant(_i32, 7)), b.and_(mag, ir.Constant(_i32, 127))
-        store_q(hrow, j, b.select(pos, h, b.neg(h)))
-        store_q(lrow, j, b.select(pos, lo, b.neg(lo)))
-    else:
-        store_q(hrow, j, q)
-    j.add_incoming(b.add(j, c64(1)), qbody)
-    s.add_incoming(b.add(s, b.sext(q, _i64)), qbody)
-    b.branch(qhead)
-    b.position_at_end(qout)
-    b.branch(blk_end)
+        b.position_at_end(quant)
 
-    b.position_at_end(blk_end)
-    sum_ = b.phi(_i64)
-    sum_.add_incoming(c64(0), zhead)
-    sum_.add_incoming(s, qout)
-    b.store(d, b.gep(dx, [k]), align=4)
-    b.store(b.trunc(sum_, _i32), b.gep(sx, [k]), align=4)
-    b.store(b.fmul(d, b.sitofp(sum_, _f32)), b.gep(dxs, [k]), align=4)
-    k.add_incoming(b.add(k, c64(1)), b.block)
-    b.branch(kloop)
+        def quant_step(j, s):
+            v = b.fdiv(elem(j), d)
+            r = b.fptosi(b.call(floor64, [b.fadd(b.call(fabs64, [b.fpext(v, _f64)]), ir.Constant(_f64, 0.5))]), _i32)
+            nonneg = b.fcmp_ordered(">=", b.fpext(v, _f64), ir.Constant(_f64, 0.0))
+            q = b.select(nonneg, r, b.neg(r))
+            q = b.select(b.icmp_signed(">", q, b.neg(qmax_i)), q, b.neg(qmax_i))     # max(q, -qmax)
+            q = b.select(b.icmp_signed("<", q, qmax_i), q, qmax_i)                   # min(., qmax)
+            if wide:
+                pos = b.icmp_signed(">=", q, ir.Constant(_i32, 0))
+                mag = b.select(pos, q, b.neg(q))
+                h, lo = b.ashr(mag, ir.Constant(_i32, 7)), b.and_(mag, ir.Constant(_i32, 127))
+                store_q(hrow, j, b.select(pos, h, b.neg(h)))
+                store_q(lrow, j, b.select(pos, lo, b.neg(lo)))
+            else:
+                store_q(hrow, j, q)
+            return [b.add(s, b.sext(q, _i64))]
+        s, = emit_loop(b, c64(0), c64(QK), "q", quant_step, [c64(0)])
+        quant_end = b.block
+        b.branch(blk_end)
 
-    b.position_at_end(kend)
+        b.position_at_end(blk_end)
+        sum_ = b.phi(_i64)
+        sum_.add_incoming(c64(0), zero_end)
+        sum_.add_incoming(s, quant_end)
+        b.store(d, b.gep(dx, [k]), align=4)
+        b.store(b.trunc(sum_, _i32), b.gep(sx, [k]), align=4)
+        b.store(b.fmul(d, b.sitofp(sum_, _f32)), b.gep(dxs, [k]), align=4)
+    emit_loop(b, c64(0), nb, "blocks", block)
     b.ret_void()
     return f

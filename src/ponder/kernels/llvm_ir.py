@@ -1,6 +1,6 @@
-"""Pieces shared by the kernels that emit LLVM IR through Numba intrinsics (qmatmul, attention).
+"""Pieces shared by the kernels that emit LLVM IR (qmatmul, attention, the native runtime).
 
-Both kernels process rows in tiles that share one pass over their data; every row
+The kernels process rows in tiles that share one pass over their data; every row
 runs the same operations in any tile, so the tiling never changes a bit.
 """
 
@@ -18,6 +18,38 @@ def c64(v: int) -> ir.Constant:
 def ptr(builder: ir.IRBuilder, addr, ty):
     """An integer address as a pointer to ty."""
     return builder.inttoptr(addr, ty.as_pointer())
+
+
+def emit_loop(builder: ir.IRBuilder, start, stop, name: str, body, carried=()) -> list:
+    """Emit `for i in range(start, stop): carried = body(i, *carried)` (i64 bounds, step 1).
+
+    body(i, *values) emits one iteration at the builder's position (it may branch and add
+    blocks) and returns the next values of the loop-carried ones (phis of their initial values'
+    types), or None when there are none.  Returns their values after the loop, where the
+    builder is left.
+    """
+    fn = builder.function
+    pre = builder.block
+    head, loop_body, out = (fn.append_basic_block(f"{name}{part}") for part in ("", ".body", ".out"))
+    builder.branch(head)
+    builder.position_at_end(head)
+    i = builder.phi(I64)
+    i.add_incoming(start, pre)
+    phis = []
+    for v in carried:
+        phi = builder.phi(v.type)
+        phi.add_incoming(v, pre)
+        phis.append(phi)
+    builder.cbranch(builder.icmp_signed("<", i, stop), loop_body, out)
+    builder.position_at_end(loop_body)
+    nxt = body(i, *phis) or []
+    end = builder.block
+    i.add_incoming(builder.add(i, c64(1)), end)
+    for phi, v in zip(phis, nxt):
+        phi.add_incoming(v, end)
+    builder.branch(head)
+    builder.position_at_end(out)
+    return phis
 
 
 def emit_tiled_loop(builder: ir.IRBuilder, total, tmax: int, tails: tuple[int, ...], tile, name: str) -> None:

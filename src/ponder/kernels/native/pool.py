@@ -33,7 +33,7 @@ import sys
 
 from llvmlite import ir
 
-from ponder.kernels.llvm_ir import c64
+from ponder.kernels.llvm_ir import c64, emit_loop
 
 # the words of the state array (int64 each; GEN is the low 32 bits of word 0, little endian)
 GEN, NEXT, FN, ARGS, N, DONE, ACTIVE, STOP, SLEEPERS, SPIN, PARKS, WORDS = 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 16
@@ -191,17 +191,11 @@ class _Emitter:
         b.cbranch(b.icmp_signed("<=", active, c64(0)), inline, publish)
 
         b.position_at_end(inline)       # no worker: run the items here, touching no shared word
-        entry_inline = b.block
-        loop, body = f.append_basic_block("inline.loop"), f.append_basic_block("inline.body")
-        b.branch(loop)
-        b.position_at_end(loop)
-        i = b.phi(_i64)
-        i.add_incoming(c64(0), entry_inline)
-        b.cbranch(b.icmp_signed("<", i, n), body, done)
-        b.position_at_end(body)
-        b.call(b.inttoptr(fn, ITEM_TYPE.as_pointer()), [b.inttoptr(args, _i64p), i])
-        i.add_incoming(b.add(i, c64(1)), body)
-        b.branch(loop)
+
+        def item(i):
+            b.call(b.inttoptr(fn, ITEM_TYPE.as_pointer()), [b.inttoptr(args, _i64p), i])
+        emit_loop(b, c64(0), n, "inline", item)
+        b.branch(done)
 
         b.position_at_end(publish)
         self.store(b, st, NEXT, c64(CLOSED))

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from llvmlite import ir
 
-from ponder.kernels.llvm_ir import c64
+from ponder.kernels.llvm_ir import c64, emit_loop
 
 MAX_WORDS = 64
 METH_FASTCALL = 0x80
@@ -108,16 +108,8 @@ def emit(mod: ir.Module) -> None:
     g = ir.Function(mod, entry_ty, "py_call_probe")
     out, av, n = g.args
     b = ir.IRBuilder(g.append_basic_block("entry"))
-    loop, copy, done = (g.append_basic_block(x) for x in ("loop", "copy", "done"))
-    start = b.block
-    b.branch(loop)
-    b.position_at_end(loop)
-    k = b.phi(_i64)
-    k.add_incoming(c64(0), start)
-    b.cbranch(b.icmp_signed("<", k, n), copy, done)
-    b.position_at_end(copy)
-    b.store(b.load(b.gep(av, [k])), b.gep(out, [k]))
-    k.add_incoming(b.add(k, c64(1)), copy)
-    b.branch(loop)
-    b.position_at_end(done)
+
+    def copy(k):
+        b.store(b.load(b.gep(av, [k])), b.gep(out, [k]))
+    emit_loop(b, c64(0), n, "copy", copy)
     b.ret_void()
