@@ -50,7 +50,9 @@ from numba.extending import intrinsic
 
 from ponder.kernels import attention_emit
 from ponder.kernels import isa as isa_mod
-from ponder.kernels.attention_emit import _LN2_HI, _LN2_LO, _LOG2E
+from ponder.kernels.llvm_ir import LN2_HI as _LN2_HI
+from ponder.kernels.llvm_ir import LN2_LO as _LN2_LO
+from ponder.kernels.llvm_ir import LOG2E as _LOG2E
 
 
 @njit(cache=True)
@@ -172,6 +174,26 @@ def _fold_scalar(qs, q0, st, s0, R, kt, v, cnt, scale, d, bs):
 @njit(inline="always")
 def _kv_addr(pool, blk, kvh):
     return np.int64(pool.ctypes.data) + blk * np.int64(pool.strides[0]) + kvh * np.int64(pool.strides[1])
+
+
+def _make_fold(be, d, bs):
+    """attention_emit's fold as a Numba intrinsic fold(qs, st, R, kt, v, cnt, scale): addresses
+    as integers, scale float32."""
+    @intrinsic
+    def _fold(typingctx, qs, st, R, kt, v, cnt, scale):
+        argtys = (qs, st, R, kt, v, cnt)
+        if not all(isinstance(a, types.Integer) for a in argtys) or scale != types.float32:
+            return None
+        sig = types.void(*argtys, scale)
+
+        def codegen(context, builder, signature, args):
+            vals = [context.cast(builder, a, t, types.int64) for a, t in zip(args[:6], argtys)]
+            attention_emit.emit_fold(builder, be, d, bs, *vals, args[6])
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return _fold
 
 
 def _fold_ir_template(qa, sa, R, kt, v, cnt, scale):
@@ -316,7 +338,7 @@ def _driver(be, d: int, bs: int):
         if be is not None:
             tag = f"qt{tiles[0]}_pt{tiles[1]}_vw{tiles[2]}_d{d}_bs{bs}_{h}"
             fold = _instantiate(_fold_ir_template, f"attention_fold_{tag}", False,
-                                _FOLD=attention_emit.make_fold(be, d, bs))
+                                _FOLD=_make_fold(be, d, bs))
             _DRIVERS[key] = _instantiate(_paged_attention_template, f"paged_attention_{tag}", True,
                                          _USE_IR=True, _FOLD_IR=fold)
         else:

@@ -17,15 +17,9 @@ import math
 
 import numpy as np
 from llvmlite import ir
-from numba import types
-from numba.core import cgutils
-from numba.extending import intrinsic
 
-from ponder.kernels.llvm_ir import c64, emit_tiled_loop, ptr
+from ponder.kernels.llvm_ir import c64, emit_exp_neg, emit_max, emit_tiled_loop, ptr
 
-_LOG2E = np.float32(1.4426950408889634)
-_LN2_HI = np.float32(0.693359375)  # ln 2 split in two so that n * ln2 subtracts exactly
-_LN2_LO = np.float32(-2.12194440e-4)
 U = 8            # unroll of the key pass over the head dim (d must be a multiple)
 ACC_VREGS = {16: 16, 8: 8}   # value accumulators per pass, by float lanes per register
 
@@ -73,35 +67,15 @@ def _bcast(builder, addr, n):
     return builder.shuffle_vector(v, ir.Constant(_vf(n), ir.Undefined), ir.Constant(_vi(n), [0] * n))
 
 
-def _ir_max(builder, a, b):
-    return builder.select(builder.fcmp_ordered(">", a, b), a, b)
-
-
 def _hmax(builder, s, n):
     """Max over the n lanes, in every lane (a butterfly; max is exact in any order)."""
     w = n // 2
     while w >= 1:
         perm = [i ^ w for i in range(n)]
-        s = _ir_max(builder, s, builder.shuffle_vector(s, ir.Constant(_vf(n), ir.Undefined),
+        s = emit_max(builder, s, builder.shuffle_vector(s, ir.Constant(_vf(n), ir.Undefined),
                                                      ir.Constant(_vi(n), perm)))
         w //= 2
     return s
-
-
-def _vexp_neg(builder, x, n):
-    """attention.exp_neg, lane-wise: the same operations in the same order."""
-    floor = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_vf(n), [_vf(n)]), f"llvm.floor.v{n}f32")
-    lim = _splat_f(-87.0, n)
-    xc = _ir_max(builder, x, lim)
-    k = builder.call(floor, [builder.fadd(builder.fmul(xc, _splat_f(_LOG2E, n)), _splat_f(0.5, n))])
-    r = builder.fsub(builder.fsub(xc, builder.fmul(k, _splat_f(_LN2_HI, n))), builder.fmul(k, _splat_f(_LN2_LO, n)))
-    p = _splat_f(np.float32(1.0 / 5040.0), n)
-    for c in (1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0):
-        p = builder.fadd(builder.fmul(p, r), _splat_f(np.float32(c), n))
-    e = builder.add(builder.fptosi(k, _vi(n)), ir.Constant(_vi(n), [127] * n))
-    two_n = builder.bitcast(builder.shl(e, ir.Constant(_vi(n), [23] * n)), _vf(n))
-    two_n = builder.select(builder.fcmp_ordered("<", x, lim), _splat_f(0.0, n), two_n)
-    return builder.fmul(p, two_n)
 
 
 def _emit_tile(builder, be, R, d, bs, qs, st, kt, v, cnt, scale):
@@ -158,9 +132,9 @@ def _emit_tile(builder, be, R, d, bs, qs, st, kt, v, cnt, scale):
         base = builder.add(st, c64(r * srow))
         x = builder.select(valid, builder.fmul(s[r], sv), ninf)
         m_old = _load_v(builder, builder.add(base, c64(M)), bs, min(al, _align(M)))
-        m_new = _ir_max(builder, m_old, _hmax(builder, x, bs))
-        c = _vexp_neg(builder, builder.fsub(m_old, m_new), bs)
-        p = _vexp_neg(builder, builder.fsub(x, m_new), bs)
+        m_new = emit_max(builder, m_old, _hmax(builder, x, bs))
+        c = emit_exp_neg(builder, builder.fsub(m_old, m_new))
+        p = emit_exp_neg(builder, builder.fsub(x, m_new))
         lv = _load_v(builder, builder.add(base, c64(L)), bs, min(al, _align(L)))
         _store_v(builder, builder.fadd(builder.fmul(lv, c), p), builder.add(base, c64(L)), min(al, _align(L)))
         _store_v(builder, m_new, builder.add(base, c64(M)), min(al, _align(M)))
@@ -226,7 +200,7 @@ def _emit_values(builder, rows, cols, st, srow, al, v, cnt, d, vw, P, corr):
             _store_v(builder, acc[r, c], builder.add(base, c64(cb * c)), min(al, _align(cb * c)))
 
 
-def _emit_fold(builder, be, d, bs, qs, st, R, kt, v, cnt, scale):
+def emit_fold(builder, be, d, bs, qs, st, R, kt, v, cnt, scale):
     """All R rows: tiles of QT rows, then smaller ones for the rest (each row's operations
     are the same in any tile)."""
     qrow, srow = 4 * d, 4 * state_floats(d, bs)
@@ -237,22 +211,3 @@ def _emit_fold(builder, be, d, bs, qs, st, R, kt, v, cnt, scale):
                    builder.add(st, builder.mul(t, c64(srow))), kt, v, cnt, scale)
 
     emit_tiled_loop(builder, R, qt, tuple(T for T in (3, 2, 1) if T < qt), tile, "att")
-
-
-def make_fold(be, d, bs):
-    """An intrinsic fold(qs, st, R, kt, v, cnt, scale): addresses as integers, scale float32."""
-    @intrinsic
-    def _fold(typingctx, qs, st, R, kt, v, cnt, scale):
-        argtys = (qs, st, R, kt, v, cnt)
-        if not all(isinstance(a, types.Integer) for a in argtys) or scale != types.float32:
-            return None
-        sig = types.void(*argtys, scale)
-
-        def codegen(context, builder, signature, args):
-            vals = [context.cast(builder, a, t, types.int64) for a, t in zip(args[:6], argtys)]
-            _emit_fold(builder, be, d, bs, *vals, args[6])
-            return context.get_dummy_value()
-
-        return sig, codegen
-
-    return _fold

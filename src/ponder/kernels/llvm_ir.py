@@ -1,14 +1,22 @@
 """Pieces shared by the kernels that emit LLVM IR (qmatmul, attention, the native runtime).
 
 The kernels process rows in tiles that share one pass over their data; every row
-runs the same operations in any tile, so the tiling never changes a bit.
+runs the same operations in any tile, so the tiling never changes a bit.  No Numba here:
+the native runtime builds its objects from these without importing it.
 """
 
 from __future__ import annotations
 
+import numpy as np
 from llvmlite import ir
 
 I64 = ir.IntType(64)
+_F32, _I32 = ir.FloatType(), ir.IntType(32)
+
+# exp_neg's constants (kernels/attention.py has the scalar Numba twin, the oracle of this IR)
+LOG2E = np.float32(1.4426950408889634)
+LN2_HI = np.float32(0.693359375)  # ln 2 split in two so that n * ln2 subtracts exactly
+LN2_LO = np.float32(-2.12194440e-4)
 
 
 def c64(v: int) -> ir.Constant:
@@ -93,3 +101,47 @@ def emit_tiled_loop(builder: ir.IRBuilder, total, tmax: int, tails: tuple[int, .
         phi.add_incoming(after, do_end)
         phi.add_incoming(cur, skip_from)
         cur = phi
+
+
+def _like(ty, value):
+    """A constant of type ty (float32, int32 or a vector of them) with every lane `value`."""
+    if isinstance(ty, ir.VectorType):
+        return ir.Constant(ty, [value] * ty.count)
+    return ir.Constant(ty, value)
+
+
+def declare_intrinsic(module: ir.Module, name: str, ty):
+    """The overload of a unary float intrinsic (llvm.floor, llvm.fabs, ...) for float32/float64 or a
+    vector of them (llvmlite's declare_intrinsic does not mangle vector types)."""
+    vec = isinstance(ty, ir.VectorType)
+    elem = ty.element if vec else ty
+    suffix = ("f32" if isinstance(elem, ir.FloatType) else "f64")
+    full = f"{name}.v{ty.count}{suffix}" if vec else f"{name}.{suffix}"
+    try:
+        return module.get_global(full)
+    except KeyError:
+        return ir.Function(module, ir.FunctionType(ty, [ty]), full)
+
+
+def emit_max(builder: ir.IRBuilder, a, b):
+    """a > b ? a : b (ordered: NaN never wins), scalar or lane-wise: Numba's max(a, b) for floats."""
+    return builder.select(builder.fcmp_ordered(">", a, b), a, b)
+
+
+def emit_exp_neg(builder: ir.IRBuilder, x):
+    """attention.exp_neg of a float32 or a float32 vector: exp(x) for x <= 0, the same operations
+    in the same order (exact range reduction, a degree-7 polynomial; 0 below -87)."""
+    ty = x.type
+    ity = ir.VectorType(_I32, ty.count) if isinstance(ty, ir.VectorType) else _I32
+    floor = declare_intrinsic(builder.module, "llvm.floor", ty)
+    lim = _like(ty, -87.0)
+    xc = emit_max(builder, x, lim)
+    k = builder.call(floor, [builder.fadd(builder.fmul(xc, _like(ty, float(LOG2E))), _like(ty, 0.5))])
+    r = builder.fsub(builder.fsub(xc, builder.fmul(k, _like(ty, float(LN2_HI)))), builder.fmul(k, _like(ty, float(LN2_LO))))
+    p = _like(ty, float(np.float32(1.0 / 5040.0)))
+    for c in (1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0):
+        p = builder.fadd(builder.fmul(p, r), _like(ty, float(np.float32(c))))
+    e = builder.add(builder.fptosi(k, ity), _like(ity, 127))
+    two_n = builder.bitcast(builder.shl(e, _like(ity, 23)), ty)
+    two_n = builder.select(builder.fcmp_ordered("<", x, lim), _like(ty, 0.0), two_n)
+    return builder.fmul(p, two_n)

@@ -43,10 +43,9 @@ def host_features() -> frozenset[str]:
     That is the host's, unless NUMBA_CPU_FEATURES overrides them (e.g. to build code for an
     older CPU): a back end the compiler may not use is not available either.
     """
-    from numba.core import config
-
-    if config.CPU_FEATURES:
-        return frozenset(f[1:] for f in config.CPU_FEATURES.split(",") if f.startswith("+"))
+    forced = os.environ.get("NUMBA_CPU_FEATURES", "").strip()   # read as Numba reads it, without importing it
+    if forced:
+        return frozenset(f[1:] for f in forced.split(",") if f.startswith("+"))
     import llvmlite.binding as llvm
 
     try:
