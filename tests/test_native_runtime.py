@@ -192,7 +192,8 @@ def test_builtin_rejects_what_it_cannot_read():
     rt = native.runtime()
     probe = rt.address("py_call_probe", "pool")
     out = np.zeros(4, np.int64)
-    for bad in ([1.5], ["x"], [np.int64(3)], [np.zeros(2, np.float32).view(np.matrix)], [0] * 65):
+    for bad in ([1j], ["x"], [np.int64(3)], [np.float16(1)], [True], [np.zeros(2, np.float32).view(np.matrix)],
+                [0] * 65):
         with pytest.raises(TypeError):
             rt.pycall(probe, out.ctypes.data, len(bad), *bad)
     with pytest.raises(OverflowError):
@@ -202,6 +203,24 @@ def test_builtin_rejects_what_it_cannot_read():
     a = np.arange(3.0)
     rt.pycall(probe, out.ctypes.data, 3, -1, a, 1 << 40)
     assert out[:3].tolist() == [-1, a.ctypes.data, 1 << 40]
+
+
+def test_builtin_passes_floats_as_their_double_bits():
+    """Python floats, numpy.float64 and numpy.float32 go in as the IEEE bits of the double of their
+    value (float32 widened exactly); bind.word (the ctypes fallback's words) gives the same."""
+    rt = native.runtime()
+    probe = rt.address("py_call_probe", "pool")
+    f32 = np.array([0.1, -0.0, np.inf, -np.inf, np.nan, 1e-45, 3.4e38], np.float32)
+    floats = [1.5, -0.0, float("inf"), float("-inf"), 1e-310, 1e-5, np.float64(-2.25), np.float64(np.pi), *f32]
+    arr = np.zeros(2)
+    vals = [*floats, 7, arr]
+    want = np.array([float(v) for v in floats]).view(np.int64).tolist() + [7, arr.ctypes.data]
+    out = np.zeros(len(vals), np.int64)
+    rt.pycall(probe, out.ctypes.data, len(vals), *vals)
+    assert out.tolist() == want
+    assert [bind.word(v) for v in vals] == want
+    with pytest.raises(TypeError):
+        bind.word(np.int64(1))
 
 
 # -- the pool -------------------------------------------------------------------------------------

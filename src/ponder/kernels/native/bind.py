@@ -43,6 +43,23 @@ ARGV_WORDS = 64   # the longest argument vector an entry may take
 compile_listeners: list = []
 
 
+_FLOATS = (float, np.float64, np.float32)
+_double = struct.Struct("<d")
+_int64 = struct.Struct("<q")
+
+
+def word(v) -> int:
+    """The int64 word the py_call builtin (pycall.py) passes for v: an int itself, an ndarray's data
+    address, a float's (Python, numpy.float64 or numpy.float32) IEEE double bits."""
+    if isinstance(v, np.ndarray):
+        return v.ctypes.data
+    if type(v) in _FLOATS:
+        return _int64.unpack(_double.pack(float(v)))[0]
+    if type(v) is int:
+        return v
+    raise TypeError(f"native call: a word is not an int, a float or a numpy.ndarray: {type(v).__name__}")
+
+
 def default_threads() -> int:
     """Threads when nobody said: NUMBA_NUM_THREADS, else every CPU (as Numba's default)."""
     try:
@@ -84,14 +101,15 @@ class Runtime:
         try:
             for name, obj in pycall.OBJECTS.items():
                 addr = self._ee.get_global_value_address(name)
-                ctypes.c_int64.from_address(addr).value = id(np.ndarray if obj is None else obj)
+                ctypes.c_int64.from_address(addr).value = id(getattr(np, obj) if isinstance(obj, str) else obj)
             self._mdef = _PyMethodDef(b"ponder_native_call", self._addr_of("py_call"), pycall.METH_FASTCALL, None)
             new = ctypes.pythonapi.PyCFunction_NewEx
             new.restype, new.argtypes = ctypes.py_object, [ctypes.c_void_p, ctypes.py_object, ctypes.py_object]
             fn = new(ctypes.addressof(self._mdef), None, None)
-            out, probe = np.zeros(3, np.int64), np.zeros(5, np.float32)
-            fn(self._addr_of("py_call_probe"), out.ctypes.data, 3, 5, probe, -7)
-            if out.tolist() != [5, probe.ctypes.data, -7]:
+            out, probe = np.zeros(6, np.int64), np.zeros(5, np.float32)
+            words = (5, probe, -7, 1.5, np.float64(-2.25), np.float32(0.1))
+            fn(self._addr_of("py_call_probe"), out.ctypes.data, len(words), *words)
+            if out.tolist() != [word(w) for w in words]:
                 return None
             return fn
         except (AttributeError, KeyError, RuntimeError, TypeError, ValueError, OSError):
@@ -168,15 +186,15 @@ class Runtime:
     def call(self, entry: int, values: tuple, threads: int) -> None:
         """entry(state, args, threads) with args = values, which runs its own jobs on the pool.
 
-        values: ints and ndarrays (their data addresses).  Through the py_call builtin when this
-        interpreter allows it (pycall.py), else through ctypes with the argument vector packed
-        into the runtime's own, under the lock."""
+        values: ints, ndarrays (their data addresses) and floats (their double's bits: word()).
+        Through the py_call builtin when this interpreter allows it (pycall.py), else through
+        ctypes with the argument vector packed into the runtime's own, under the lock."""
         if self.pycall is not None:
             if threads - 1 > len(self._workers):
                 self.ensure_workers(threads)
             self.pycall(entry, self._sp, threads, *values)
             return
-        values = tuple(v.ctypes.data if isinstance(v, np.ndarray) else v for v in values)
+        values = tuple(map(word, values))
         fn = self._entries.get(entry)
         if fn is None:
             fn = self._entries[entry] = _ENTRY(entry)

@@ -2,15 +2,18 @@
 
     call(entry, state, threads, *words)  ->  True
 
-Each word is a Python int (its value) or a NumPy ndarray (its data address, read from the
-array object as NumPy's C API does: PyArrayObject's `data` field); the builtin puts them in
-an argument vector on its stack and calls entry(state, argv, threads).  Anything else is a
-TypeError.  Through ctypes a product cost ~4 us more per call (ndarray.ctypes or
+Each word is a Python int (its value), a NumPy ndarray (its data address, read from the
+array object as NumPy's C API does: PyArrayObject's `data` field), or a float: a Python float
+or numpy.float64 (PyFloat_AsDouble) or a numpy.float32 (its value, read from the scalar object:
+PyFloat32ScalarObject's `obval`, widened exactly), as the IEEE bits of the double (the IR side
+bitcasts the word back, and rounds to float32 where its kernel takes one).  The builtin puts
+them in an argument vector on its stack and calls entry(state, argv, threads).  Anything else
+is a TypeError.  Through ctypes a product cost ~4 us more per call (ndarray.ctypes or
 c_char.from_buffer for each address, struct packing, the lock, the foreign call); a
 METH_FASTCALL builtin costs what any builtin call costs.  It holds the GIL while the entry
 runs (as the Numba kernels do), which also serializes calls from several Python threads.
 
-The layout it reads (ob_type at 8, PyArrayObject.data at 16) is that of every non-debug
+The layout it reads (ob_type at 8, PyArrayObject.data and the float32 scalar's value at 16) is that of every non-debug
 CPython 3 and NumPy 1.x/2.x; bind.py checks it once at load with a known array and falls
 back to ctypes if it does not hold.  The Python version is part of the pool unit's key.
 """
@@ -25,7 +28,9 @@ MAX_WORDS = 64
 METH_FASTCALL = 0x80
 # Globals the loader sets to id() of these objects.  Not resolved as C symbols: Numba maps some of
 # those names (PyExc_TypeError, ...) to other addresses in the process's JIT symbol table.
-OBJECTS = {"ponder_int_type": int, "ponder_ndarray_type": None, "ponder_type_error": TypeError}
+# A string names an attribute of numpy (bind.py imports NumPy; this module need not).
+OBJECTS = {"ponder_int_type": int, "ponder_ndarray_type": "ndarray", "ponder_type_error": TypeError,
+           "ponder_float_type": float, "ponder_f64_type": "float64", "ponder_f32_type": "float32"}
 
 _i8, _i32, _i64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
 _p = _i8.as_pointer()
@@ -34,6 +39,7 @@ _p = _i8.as_pointer()
 def emit(mod: ir.Module) -> None:
     """Add py_call (a METH_FASTCALL function), its probe and the OBJECTS globals to mod."""
     as_ll = ir.Function(mod, ir.FunctionType(_i64, [_p]), "PyLong_AsLongLong")
+    as_double = ir.Function(mod, ir.FunctionType(ir.DoubleType(), [_p]), "PyFloat_AsDouble")
     occurred = ir.Function(mod, ir.FunctionType(_p, []), "PyErr_Occurred")
     from_long = ir.Function(mod, ir.FunctionType(_p, [_i64]), "PyBool_FromLong")
     set_string = ir.Function(mod, ir.FunctionType(ir.VoidType(), [_p, _p]), "PyErr_SetString")
@@ -41,8 +47,7 @@ def emit(mod: ir.Module) -> None:
     for name in OBJECTS:
         objs[name] = ir.GlobalVariable(mod, _i64, name)
         objs[name].initializer = c64(0)
-    long_type, nd_type, type_error = objs["ponder_int_type"], objs["ponder_ndarray_type"], objs["ponder_type_error"]
-    text = b"native call: a word is neither an int nor a numpy.ndarray, or there are too many\0"
+    text = b"native call: a word is not an int, a float or a numpy.ndarray, or there are too many\0"
     msg = ir.GlobalVariable(mod, ir.ArrayType(_i8, len(text)), "ponder_py_call_msg")
     msg.initializer = ir.Constant(ir.ArrayType(_i8, len(text)), bytearray(text))
     msg.global_constant = True
@@ -53,12 +58,15 @@ def emit(mod: ir.Module) -> None:
     _, args, nargs = f.args
     b = ir.IRBuilder(f.append_basic_block("entry"))
     argv = b.alloca(ir.ArrayType(_i64, MAX_WORDS))
-    fail, check, head, body, is_int, not_int, is_arr, store, call, int_err = (f.append_basic_block(n) for n in (
-        "fail", "check", "head", "body", "int", "not_int", "array", "store", "call", "int_err"))
+    fail, check, head, body, call, int_err, store = (f.append_basic_block(n) for n in (
+        "fail", "check", "head", "body", "call", "int_err", "store"))
     null = ir.Constant(_p, None)
 
     def type_of(obj):
         return b.load(b.inttoptr(b.add(b.ptrtoint(obj, _i64), c64(8)), _p.as_pointer()))
+
+    def field(obj, ty):   # the word at offset 16 of an object, as a ty
+        return b.load(b.inttoptr(b.add(b.ptrtoint(obj, _i64), c64(16)), ty.as_pointer()))
 
     def int_at(k):
         return b.call(as_ll, [b.load(b.gep(args, [c64(k)]))])
@@ -67,7 +75,7 @@ def emit(mod: ir.Module) -> None:
     b.cbranch(ok, check, fail)
 
     b.position_at_end(fail)
-    b.call(set_string, [b.inttoptr(b.load(type_error), _p), b.bitcast(msg, _p)])
+    b.call(set_string, [b.inttoptr(b.load(objs["ponder_type_error"]), _p), b.bitcast(msg, _p)])
     b.ret(null)
 
     b.position_at_end(check)
@@ -78,23 +86,44 @@ def emit(mod: ir.Module) -> None:
     b.cbranch(b.icmp_signed("<", i, nargs), body, call)
     b.position_at_end(body)
     obj = b.load(b.gep(args, [i]))
-    ty = type_of(obj)
-    b.cbranch(b.icmp_unsigned("==", b.ptrtoint(ty, _i64), b.load(long_type)), is_int, not_int)
-    b.position_at_end(is_int)
-    v_int = b.call(as_ll, [obj])
-    b.cbranch(b.and_(b.icmp_signed("==", v_int, c64(-1)), b.icmp_unsigned("!=", b.call(occurred, []), null)),
-              int_err, store)
+    ty = b.ptrtoint(type_of(obj), _i64)
+    words = []   # (value, block) for the store's phi
+
+    def case(types, name, read):
+        """If obj's type is one of types: its word is read(); else fall through to the next case."""
+        yes, no = f.append_basic_block(name), f.append_basic_block(f"not_{name}")
+        hit = None
+        for t in types:
+            eq = b.icmp_unsigned("==", ty, b.load(objs[t]))
+            hit = eq if hit is None else b.or_(hit, eq)
+        b.cbranch(hit, yes, no)
+        b.position_at_end(yes)
+        v = read()
+        if v is not None:
+            words.append((v, b.block))
+            b.branch(store)
+        b.position_at_end(no)
+
+    def read_int():
+        v = b.call(as_ll, [obj])
+        ok = f.append_basic_block("int_ok")
+        b.cbranch(b.and_(b.icmp_signed("==", v, c64(-1)), b.icmp_unsigned("!=", b.call(occurred, []), null)),
+                  int_err, ok)
+        b.position_at_end(ok)
+        return v
+    case(["ponder_int_type"], "int", read_int)
+    case(["ponder_ndarray_type"], "array", lambda: field(obj, _i64))
+    # float and its subclass numpy.float64: no error is possible
+    case(["ponder_float_type", "ponder_f64_type"], "float", lambda: b.bitcast(b.call(as_double, [obj]), _i64))
+    case(["ponder_f32_type"], "f32", lambda: b.bitcast(b.fpext(field(obj, ir.FloatType()), ir.DoubleType()), _i64))
+    b.branch(fail)
+
     b.position_at_end(int_err)
     b.ret(null)   # the int's OverflowError stands
-    b.position_at_end(not_int)
-    b.cbranch(b.icmp_unsigned("==", b.ptrtoint(ty, _i64), b.load(nd_type)), is_arr, fail)
-    b.position_at_end(is_arr)
-    v_arr = b.load(b.inttoptr(b.add(b.ptrtoint(obj, _i64), c64(16)), _i64.as_pointer()))
-    b.branch(store)
     b.position_at_end(store)
     v = b.phi(_i64)
-    v.add_incoming(v_int, is_int)
-    v.add_incoming(v_arr, is_arr)
+    for val, blk in words:
+        v.add_incoming(val, blk)
     b.store(v, b.gep(argv, [c64(0), b.sub(i, c64(3))]))
     i.add_incoming(b.add(i, c64(1)), store)
     b.branch(head)
