@@ -5,6 +5,7 @@ import io
 from numba import njit
 
 from ponder.cli import compile_notice
+from ponder.kernels import numba_setup
 
 
 def test_compiling_is_announced_once_and_timed():
@@ -13,6 +14,7 @@ def test_compiling_is_announced_once_and_timed():
     notice.stream = out  # the process-wide notice may predate this test
     before_kernels, before_seconds = notice.kernels, notice.seconds
     notice._summary = lambda: None  # no exit line from the test process
+    numba_setup.prepare()  # what every module of Numba kernels does on import: forward its compiles
 
     @njit(cache=False)
     def helper(x):

@@ -271,11 +271,11 @@ def test_fuzz_header_edits(tiny_files, tmp_path):
 
 
 def test_rope_tables_sized_by_use_have_the_same_bits():
-    from ponder.kernels import ops
+    from ponder.kernels import rope
 
-    full_cos, full_sin = ops.rope_tables(1e5, 64, 5000)
+    full_cos, full_sin = rope.rope_tables(1e5, 64, 5000)
     for n in (1, 256, 777, 4096):
-        cos, sin = ops.rope_tables(1e5, 64, n)
+        cos, sin = rope.rope_tables(1e5, 64, n)
         assert np.array_equal(cos, full_cos[:n]) and np.array_equal(sin, full_sin[:n])
 
 

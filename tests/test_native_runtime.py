@@ -13,7 +13,7 @@ import pytest
 from gguf import GGMLQuantizationType
 from gguf.quants import quantize as gguf_quantize
 
-from ponder.kernels import act_quant, act_quant_emit, native, qmm_emit, qmm_native
+from ponder.kernels import act_quant, act_quant_emit, compile_events, native, qmm_emit, qmm_native
 from ponder.kernels import isa as ISA
 from ponder.kernels import qmatmul as Q
 from ponder.kernels.native import bind, build, cache, pool
@@ -337,14 +337,14 @@ def home(tmp_path, monkeypatch):
 def fresh_load(unit="pool"):
     """Load a unit into a new runtime; (status, whether a compile happened)."""
     compiled = []
-    bind.compile_listeners.append(lambda u, s: compiled.append((u, s)))
+    compile_events.listeners.append(lambda u, s: compiled.append((u, s)))
     try:
         rt = bind.Runtime()
         status = rt.load(unit)
         assert np.all(count_job(rt, 5, 1) == 1)   # and the loaded code runs
         return status, bool(compiled)
     finally:
-        bind.compile_listeners.pop()
+        compile_events.listeners.pop()
 
 
 def test_cache_used_on_second_load(home):

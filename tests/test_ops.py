@@ -4,7 +4,7 @@ operations, and the norm against float64."""
 import numpy as np
 import pytest
 
-from ponder.kernels import ops
+from ponder.kernels import ops, rope
 
 RNG = np.random.default_rng(7)
 
@@ -29,7 +29,7 @@ def test_qkv_heads_reads_a_stacked_product_in_place(bias, fused):
                [np.ascontiguousarray(q_in), 0, np.ascontiguousarray(k_in), 0, np.ascontiguousarray(v_in), 0])
     biases = [RNG.standard_normal(w).astype(np.float32) if bias else np.zeros(0, np.float32) for w in widths]
     positions = np.array([0, 3, 4, 9, 31], np.int64)
-    cos, sin = ops.rope_tables(10000.0, d, 32)
+    cos, sin = rope.rope_tables(10000.0, d, 32)
     q, k, v = (np.empty((n, h, d), np.float32) for h in (heads, kv_heads, kv_heads))
     ops.qkv_heads(*sources, *biases, positions, cos, sin, q, k, v)
 

@@ -1,12 +1,11 @@
 """Tell the user, on stderr, when kernels are being compiled for this CPU, and how long it took.
 
-Numba compiles a kernel the first time it runs without a cached build (and the native
-runtime, kernels/native, compiles its objects; it calls this notice's `native`): on the first
-run on a machine (or after an upgrade) that is most of a minute, which looks like a
-hang unless it is said.  Numba fires a "numba:compile" event around each real
-compilation (never around a load from its cache), so listening to it gives the
-message exactly when compiling happens: a header once, one line as each kernel
-starts, and the total at exit.  The listener also adds up the compile time, so a
+Kernels are compiled the first time they run without a cached build (the native runtime's
+objects, kernels/native, and any Numba kernel): on the first run on a machine (or after an
+upgrade) that can be most of a minute, which looks like a hang unless it is said.  The
+kernels report each real compilation (never a load from a cache) to kernels/compile_events,
+so listening there gives the message exactly when compiling happens: a header once, one
+line as each kernel starts, and the total at exit.  The listener also adds up the compile time, so a
 tokens-per-second figure can leave it out (`ponder run`'s progress bar does).
 Lines are whole and written to the current sys.stderr, so they also show above a
 rich progress display (which redirects stderr while it is live).
@@ -20,9 +19,7 @@ Only the CLI installs it: the library itself prints nothing.
 from __future__ import annotations
 
 import atexit
-import re
 import sys
-import time
 
 
 class CompileNotice:
@@ -30,20 +27,11 @@ class CompileNotice:
         self.stream = stream  # None: sys.stderr at the time of writing
         self.kernels = 0  # top-level compilations seen
         self.seconds = 0.0  # wall time spent in them
-        self._depth = 0
-        self._t0 = 0.0
 
-    # numba.core.event.Listener's methods (install() mixes that class in)
-    def on_start(self, event) -> None:
-        self._depth += 1
-        if self._depth > 1:  # a kernel's callees compile inside it: one line per kernel
-            return
-        self._begin(_name(event))
-
-    def native(self, unit: str, seconds: float | None) -> None:
-        """The native runtime's listener (kernels/native/bind.py): before (seconds None) and after a unit compiles."""
+    def __call__(self, name: str, seconds: float | None) -> None:
+        """kernels.compile_events' listener: before (seconds None) and after a kernel compiles."""
         if seconds is None:
-            self._begin(f"native {unit} kernels" if unit != "pool" else "native thread pool")
+            self._begin(name)
         else:
             self.seconds += seconds
 
@@ -53,13 +41,7 @@ class CompileNotice:
                         "from the cache\n")
             atexit.register(self._summary)
         self.kernels += 1
-        self._t0 = time.perf_counter()
         self._write(f"  [{self.kernels}] {name}\n")
-
-    def on_end(self, event) -> None:
-        self._depth -= 1
-        if self._depth == 0:
-            self.seconds += time.perf_counter() - self._t0
 
     def _summary(self) -> None:
         self._write(f"ponder: compiled {self.kernels} kernels in {self.seconds:.0f} s; they are cached now\n")
@@ -79,13 +61,6 @@ def _isa() -> str:
     return isa.current()
 
 
-def _name(event) -> str:
-    data = event.data or {}
-    fn = getattr(data.get("dispatcher"), "py_func", None)
-    name = getattr(fn, "__qualname__", None) or "kernel"
-    return re.sub(r"_[0-9a-f]{8,}$", "", name)  # the kernels' names end in a source hash
-
-
 _installed: CompileNotice | None = None
 
 
@@ -93,15 +68,12 @@ def install(stream=None) -> CompileNotice:
     """Start listening (once per process); returns the notice, whose .seconds is the compile time so far."""
     global _installed
     if _installed is None:
-        from numba.core import event
+        from ponder.kernels import compile_events
 
-        _installed = type("CompileListener", (CompileNotice, event.Listener), {})(stream)
-        event.register("numba:compile", _installed)
+        _installed = CompileNotice(stream)
+        compile_events.listeners.append(_installed)
         # the other one-time build a first run may do: the Token Recycling prior of a model
         from ponder.engine import recycling_prior
 
         recycling_prior.notice.append(lambda text: _installed._write(text + "\n"))
-        from ponder.kernels.native import bind
-
-        bind.compile_listeners.append(_installed.native)
     return _installed

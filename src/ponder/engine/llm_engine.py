@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import itertools
 
-import numba
 
 from ponder.engine import forking, prompts, recycling_prior, scoring, tool_calls
 from ponder.engine.accounting import CostModel
@@ -30,10 +29,10 @@ from ponder.engine.results import GenerationResult, Prompt, SampleOutput, ScoreR
 from ponder.engine.sampling_params import SamplingParams
 from ponder.engine.scheduler import Scheduler
 from ponder.engine.speculative import DEFAULTS, MODES
-from ponder.engine.token_recycling import K as RECYCLING_K
 from ponder.engine.sequence import Sequence
 from ponder.engine.tool_runner import ToolRunner
 from ponder.errors import ContextLengthError, InvalidParameterError
+from ponder.kernels import native
 from ponder.loading.model_files import LoadedModel, load_model
 
 __all__ = ["Engine", "GenerationResult", "SampleOutput", "ScoreResult", "TokenEvent"]
@@ -46,7 +45,7 @@ class Engine:
                  speculative_tokens: int | None = None, speculative_max_batch: int | None = None,
                  speculative_shared: bool = False,
                  speculative_prior: bool = True, isa: str | None = None):
-        """threads: kernel threads for this engine's steps (None: numba's default); it is applied
+        """threads: kernel threads for this engine's steps (None: the default, every CPU or NUMBA_NUM_THREADS); it is applied
         around the engine's own calls, never to the process.  isa: None or the instruction set the
         kernels were started with (PONDER_ISA); it is checked, and shown by info().
         speculative: "off", "lookup" (prompt lookup) or "recycling" (Token Recycling), drafting at
@@ -67,9 +66,9 @@ class Engine:
             raise InvalidParameterError("speculative_tokens must be an integer >= 0", "speculative_tokens")
         if activation_bits not in (8, 16):
             raise InvalidParameterError("activation_bits must be 8 (llama.cpp's q8) or 16", "activation_bits")
-        if threads is not None and not (isinstance(threads, int) and 1 <= threads <= numba.config.NUMBA_NUM_THREADS):
-            raise InvalidParameterError(f"threads must be an integer in [1, {numba.config.NUMBA_NUM_THREADS}] "
-                                        f"(got {threads!r})", "threads")
+        most = native.default_threads()   # NUMBA_NUM_THREADS, else every CPU: the most either runtime starts
+        if threads is not None and not (isinstance(threads, int) and 1 <= threads <= most):
+            raise InvalidParameterError(f"threads must be an integer in [1, {most}] (got {threads!r})", "threads")
         if isa is not None and isa != kernel_isa():
             raise InvalidParameterError(f"the kernels run on {kernel_isa()!r} in this process; choose the "
                                         f"instruction set with PONDER_ISA={isa} before starting", "isa")
@@ -84,7 +83,9 @@ class Engine:
         rules = FinishRules(self.tokenizer.eos_ids, min(c.context_length, kv_positions), self.tokenizer.decode)
         prior, self._prior_status = None, "none"
         if speculative == "recycling" and speculative_prior and _prior_worthwhile(model, self._runner.model):
-            prior, self._prior_status = recycling_prior.load_or_build(model, activation_bits, threads, RECYCLING_K)
+            from ponder.engine.token_recycling import K   # its kernel is Numba's: imported only when it runs
+
+            prior, self._prior_status = recycling_prior.load_or_build(model, activation_bits, threads, K)
         self._scheduler = Scheduler(self._kv, rules, token_budget=token_budget, prefix_cache=prefix_cache,
                                     speculative=speculative, speculative_tokens=speculative_tokens,
                                     speculative_shared=speculative_shared,

@@ -3,15 +3,15 @@
 It owns the runnable model (FastModel) and the engine's thread count, which it
 applies around its own calls only: numba's thread count and the native runtime's
 (kernels/native) are per calling thread, so an engine never changes the thread
-count of the rest of the process.  When the products run on the native pool, the
-engine's threads are the pool's and the remaining Numba kernels run serially.
+count of the rest of the process.  When the model runs on the native runtime, the
+engine's threads are its pool's; any Numba kernel that remains beside it runs on one
+thread; and Numba is imported only if one does (model/kernel_set.py).
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
 
-import numba
 import numpy as np
 
 from ponder.engine.scheduler import ScheduledChunk
@@ -28,41 +28,56 @@ def kernel_isa() -> str:
 
 class ModelRunner:
     def __init__(self, weights, activation_bits: int, threads: int | None):
-        self.model = FastModel(weights, activation_bits)
+        self.model = FastModel(weights, activation_bits, native=qmatmul.use_native)
         self.bits = activation_bits
-        self.threads = threads  # None: numba's default for the calling thread
-        # Every product on the native runtime's pool (kernels/native): then the Numba kernels that
-        # remain in a step (attention, KV writes) run on the calling thread alone.  Two pools in
-        # turn on the same cores slow each other down: libgomp's idle threads spin for
-        # milliseconds after each Numba region, through the products that follow (measured:
-        # decode 34 -> 60 tok/s, prefill 179 -> 340 tok/s at 2 threads on a loaded machine;
-        # BENCHMARKS.md, native runtime).
-        self.native = qmatmul.use_native and kernel_isa() != "scalar" and self.model.quantized()
+        self.threads = threads  # None: the default of the calling thread (native.threads(), numba's)
+        # Every product on the native runtime's pool (kernels/native): then any Numba kernel that
+        # remains in a step runs on the calling thread alone.  Two pools in turn on the same cores
+        # slow each other down: libgomp's idle threads spin for milliseconds after each Numba
+        # region, through the products that follow (measured: decode 34 -> 60 tok/s, prefill
+        # 179 -> 340 tok/s at 2 threads on a loaded machine; BENCHMARKS.md, native runtime).
+        self.native = self.model.native
 
     @property
     def num_threads(self) -> int:
-        return self.threads or (native.threads() if self.native else numba.get_num_threads())
+        if self.threads:
+            return self.threads
+        if self.native:
+            return native.threads()
+        import numba
+
+        return numba.get_num_threads()
+
+    def _numba_threads(self, block_size: int) -> int | None:
+        """Numba's thread count for a step (None: leave it), or 0 if no Numba kernel runs."""
+        if not self.native:
+            return self.threads
+        return 1 if self.model.kernels(block_size).numba else 0
 
     @contextmanager
-    def _threads(self):
-        numba_threads = 1 if self.native else self.threads
-        if numba_threads is None:
-            yield
-            return
-        before = numba.get_num_threads()
-        numba.set_num_threads(numba_threads)
+    def _threads(self, block_size: int):
+        numba_threads = self._numba_threads(block_size)
         native_before = native.set_threads(self.threads) if self.native and self.threads else None
+        before = None
+        if numba_threads:
+            import numba
+
+            before = numba.get_num_threads()
+            numba.set_num_threads(numba_threads)
         try:
             yield
         finally:
-            numba.set_num_threads(before)
+            if before is not None:
+                import numba
+
+                numba.set_num_threads(before)
             if self.native and self.threads:
                 native.set_threads(native_before)
 
     def run(self, chunks: list[ScheduledChunk], k_pool, v_pool) -> tuple[np.ndarray, list[tuple[int, int]]]:
         """Logits of the rows the chunks need, and for each chunk the range of its rows."""
         step, ranges = self.build(chunks)
-        with self._threads():
+        with self._threads(v_pool.shape[3]):
             logits = self.model.forward(step, k_pool, v_pool)
         return logits, ranges
 

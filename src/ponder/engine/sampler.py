@@ -15,7 +15,10 @@ from numba import njit
 
 from ponder.engine.sampling_params import SamplingParams
 from ponder.errors import SamplingError
+from ponder.kernels import numba_setup
 from ponder.kernels.attention import exp_neg
+
+numba_setup.prepare()
 
 
 def uniform(seed: int, sample_index: int, position: int) -> float:

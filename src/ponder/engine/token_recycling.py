@@ -17,6 +17,9 @@ import numpy as np
 from numba import njit
 
 from ponder.engine.draft_tree import DraftTree
+from ponder.kernels import numba_setup
+
+numba_setup.prepare()
 
 K = 8  # successors kept per token
 # (parent, rank): the root's top 3; the best's top 2 and the second's best; then the likeliest

@@ -1,6 +1,6 @@
 """The activation quantizers (q8 and q16) as LLVM IR items for the native runtime: one token per item.
 
-The same float operations in the same order as act_quant._quantize_token (the Numba version,
+The same float operations in the same order as act_quant_numba._quantize_token (the Numba version,
 which stays the reference and the oracle's quantizer): the bits are the contract, so every
 step below is the plain IEEE operation Numba emits for that line, with no fast-math flags
 and no contraction (llvmlite emits none unless asked):

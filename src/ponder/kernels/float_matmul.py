@@ -9,6 +9,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from ponder.kernels import numba_setup
+
+numba_setup.prepare()
+
 
 @njit(parallel=True, cache=True)
 def matmul_f32(w, x, out):

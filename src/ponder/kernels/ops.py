@@ -19,7 +19,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from ponder.kernels import numba_setup
 from ponder.kernels.attention import exp_neg
+
+numba_setup.prepare()
 
 
 @njit(cache=True, error_model="numpy")
@@ -91,10 +94,3 @@ def silu_mul(gate_src, gate_col, up_src, up_col, out):
             e = exp_neg(-abs(g))  # exp(-|g|): our exp, which vectorizes and is the same on every machine
             num = one if g >= 0 else e  # a select, not a branch, so the loop vectorizes
             out[t, i] = g * (num / (one + e)) * up_src[t, up_col + i]
-
-
-def rope_tables(theta: float, head_dim: int, length: int) -> tuple[np.ndarray, np.ndarray]:
-    """cos/sin of position x inverse frequency, computed in float64 and rounded once."""
-    inv_freq = theta ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
-    angles = np.arange(length, dtype=np.float64)[:, None] * inv_freq[None, :]
-    return np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)

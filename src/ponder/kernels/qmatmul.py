@@ -36,102 +36,31 @@ median 5.3e-3, q16 median 4.1e-5.
 
 from __future__ import annotations
 
-import hashlib
-import pathlib
-import types as pytypes
-
 import numpy as np
-from numba import njit, prange
 
-from ponder.kernels import isa as isa_mod
 from ponder.kernels import native, qmm_native
-from ponder.kernels.act_quant import DEFAULT_BITS, Q16_MAX, QAct, quantize, quantize_act16_auto  # noqa: F401
-from ponder.kernels.qmm_emit import make_kernel
+from ponder.kernels.act_quant import DEFAULT_BITS, Q16_MAX, QAct, quantize  # noqa: F401
 from ponder.kernels.qmm_layout import (FMT_NAMES, FMT_Q4_0, FMT_Q4_1, FMT_Q8_0, QK, QMatrix,  # noqa: F401
                                        decode_gguf, from_gguf, pack)
-from ponder.kernels.qmm_oracle import matmul_scalar
 
-_HERE = pathlib.Path(__file__).parent
 # The products run on the native runtime (kernels/native) if PONDER_NATIVE=1 (off by default, see
 # kernels/native/__init__.py); a module
 # attribute, so that a benchmark can alternate the two in one process (the same bits).
 use_native = native.enabled()
-_SOURCES = ["qmatmul.py", "qmm_emit.py", "qmm_layout.py", "act_quant.py", "llvm_ir.py"]
-
-
-def _source_hash(isa: str) -> str:
-    h = hashlib.sha256()
-    for name in _SOURCES + sorted(p.name for p in (_HERE / "isa").glob("*.py")):
-        path = _HERE / name if (_HERE / name).exists() else _HERE / "isa" / name
-        h.update(path.read_bytes())
-    h.update(isa.encode())
-    return h.hexdigest()[:10]
-
-
-@njit(inline="always")
-def _a(arr):
-    # ctypes.data is unsigned and numba makes uint64 + int64 a float64: hence int64
-    return np.int64(arr.ctypes.data)
-
-
-# Templates.  _KERN, _LANES, _Q4_1 and _QMM are globals of each generated copy (see
-# _instantiate): Numba takes globals as compile-time constants.
-
-def _qmm_template(w, qh, ql, dx, dxs, sx, y):
-    """y[t, :] = W x[t] over row groups in parallel; q16 reads ql at qh + const, so their
-    row strides must match (q8 passes qh twice)."""
-    assert qh.strides[0] == ql.strides[0]
-    G, nb, M = w.shape[0], w.shape[1], np.int64(qh.shape[0])
-    rec = np.int64(w.shape[2])
-    wa, xa, la, da, ya = _a(w), _a(qh), _a(ql), _a(dx), _a(y)  # noqa: F821
-    aa = _a(dxs) if _Q4_1 else _a(sx)  # noqa: F821
-    xs, ss, ys = np.int64(qh.strides[0]), np.int64(dx.strides[0]), np.int64(y.strides[0])
-    for g in prange(G):
-        _KERN(wa + np.int64(g) * nb * rec, xa, la, da, aa, ya + np.int64(g) * (_LANES * 4),  # noqa: F821
-              nb, M, xs, ss, ys)
-
-
-def _linear16_template(x, w, y):
-    """q16-quantize x, then the product: the same two steps as quantize() + matmul(),
-    so the same bits, minus two Python round trips per layer."""
-    M, K = x.shape
-    nb = K // QK
-    qh, ql = np.empty((M, K), np.int8), np.empty((M, K), np.int8)
-    dx, dxs, sx = np.empty((M, nb), np.float32), np.empty((M, nb), np.float32), np.empty((M, nb), np.int32)
-    quantize_act16_auto(x, qh, ql, dx, dxs, sx)
-    _QMM(w, qh, ql, dx, dxs, sx, y)  # noqa: F821
-
-
-def _instantiate(template, name, **consts):
-    g = dict(globals())
-    g.update(consts)
-    f = pytypes.FunctionType(template.__code__, g, name)
-    f.__qualname__ = name
-    f.__doc__ = template.__doc__
-    return njit(parallel=True, cache=True)(f)
-
-
-_DRIVERS: dict = {}
 
 
 def kernel(isa: str, fmt: int, bits: int):
-    """The compiled product driver for (instruction set, format, activation bits), made on first use."""
-    key = ("qmm", isa, fmt, bits)
-    if key not in _DRIVERS:
-        be = isa_mod.backend(isa)
-        if be is None:
-            raise ValueError("the scalar instruction set has no generated kernel")
-        _DRIVERS[key] = _instantiate(_qmm_template, f"qmm{bits}_{FMT_NAMES[fmt]}_{isa}_{_source_hash(isa)}",
-                                     _KERN=make_kernel(be, fmt, bits), _LANES=be.LANES, _Q4_1=fmt == FMT_Q4_1)
-    return _DRIVERS[key]
+    """The compiled Numba product driver for (instruction set, format, activation bits) (qmm_numba)."""
+    from ponder.kernels import qmm_numba
+
+    return qmm_numba.kernel(isa, fmt, bits)
 
 
-def _linear16_driver(isa: str, fmt: int):
-    key = ("linear16", isa, fmt)
-    if key not in _DRIVERS:
-        _DRIVERS[key] = _instantiate(_linear16_template, f"linear16_{FMT_NAMES[fmt]}_{isa}_{_source_hash(isa)}",
-                                     _QMM=kernel(isa, fmt, 16))
-    return _DRIVERS[key]
+def matmul_scalar(W, a, out=None):
+    """The scalar oracle (qmm_oracle): y = W . a, the bits every back end gives."""
+    from ponder.kernels.qmm_oracle import matmul_scalar as oracle
+
+    return oracle(W, a, out)
 
 
 def linear16(W, x):
@@ -142,8 +71,10 @@ def linear16(W, x):
         if x.dtype != np.float32 or x.ndim != 2 or x.strides[1] != 4:
             x = np.ascontiguousarray(np.atleast_2d(x), dtype=np.float32)
         return qmm_native.linear16(W, x)[:, :W.rows]
+    from ponder.kernels import qmm_numba
+
     y = np.empty((x.shape[0], W.buf.shape[0] * W.lanes), np.float32)
-    _linear16_driver(W.isa, W.fmt)(x, W.buf, y)
+    qmm_numba.linear16_driver(W.isa, W.fmt)(x, W.buf, y)
     return y[:, :W.rows]
 
 

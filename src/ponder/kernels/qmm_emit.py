@@ -273,26 +273,3 @@ def emit_entry(module, be, fmt, bits, quantize, quant_item):
     b.call(run, [st, b.ptrtoint(item, _i64), b.ptrtoint(argv, _i64), C, b.sub(C, c64(1))])
     b.ret_void()
     return f
-
-
-def make_kernel(be, fmt, bits):
-    """An intrinsic kern(w, xh, xl, dx, aux, y, nb, M, xs, ss, ys): one row group of
-    back end be, all tokens.  Addresses and strides in bytes; xl is ignored in q8 mode."""
-    from numba import types
-    from numba.extending import intrinsic
-
-    @intrinsic
-    def _kern(typingctx, w, xh, xl, dx, aux, y, nb, M, xs, ss, ys):
-        argtys = (w, xh, xl, dx, aux, y, nb, M, xs, ss, ys)
-        if not all(isinstance(a, types.Integer) for a in argtys):
-            return None
-        sig = types.void(*argtys)
-
-        def codegen(context, builder, signature, args):
-            vals = [context.cast(builder, v, t, types.int64) for v, t in zip(args, argtys)]
-            _emit_group(builder, be, fmt, bits, *vals)
-            return context.get_dummy_value()
-
-        return sig, codegen
-
-    return _kern

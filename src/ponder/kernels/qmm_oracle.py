@@ -8,7 +8,10 @@ what every back end is tested against bit for bit, and the product of PONDER_ISA
 import numpy as np
 from numba import njit, prange
 
+from ponder.kernels import numba_setup
 from ponder.kernels.qmm_layout import FMT_Q4_0, FMT_Q4_1, FMT_Q8_0, QK
+
+numba_setup.prepare()
 
 _F16_LUT = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
 

@@ -1,9 +1,10 @@
-"""The fast forward pass: Llama-family layers on the Numba kernels, over a paged KV cache.
+"""The fast forward pass: Llama-family layers on ponder's kernels, over a paged KV cache.
 
 One call runs a flat batch of tokens from any number of sequences (prefill
 chunks and decode steps mixed).  Every kernel computes a token's values
 independently of the other tokens in the batch, so the logits of a sequence are
-bit-identical however it is batched, chunked or threaded.
+bit-identical however it is batched, chunked or threaded, and whichever implementation
+runs them (the native runtime's or Numba's: model/kernel_set.py).
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ponder.kernels import attention, ops
+from ponder.kernels import attention_groups, isa, rope
 from ponder.loading.weights import ModelWeights
-from ponder.model import numba_startup
+from ponder.model import kernel_set
 from ponder.model.linear import Activations, QuantLinear, make_fused_linear, make_linear
 from ponder.model.weight_cache import PackedWeightCache
 
@@ -80,8 +81,9 @@ class _Layer:
 
 
 class FastModel:
-    def __init__(self, weights: ModelWeights, activation_bits: int = 16):
-        numba_startup.import_numba_numpy_support()
+    def __init__(self, weights: ModelWeights, activation_bits: int = 16, native: bool = False):
+        """native: run on the native runtime (model/kernel_set.py) if the model allows it: every
+        product on the integer path, and an instruction set with generated kernels."""
         self.config = c = weights.config
         self.bits = activation_bits
         self.embed = weights.embed
@@ -98,6 +100,15 @@ class FastModel:
         self.cos = self.sin = np.empty((0, c.head_dim // 2), np.float32)
         weights.release_pages()  # the packed copies are what run now
         self.scale = np.float32(1.0 / np.sqrt(c.head_dim))
+        self.native = native and isa.current() != "scalar" and self.quantized()
+        self._kernels: dict[int, kernel_set.KernelSet] = {}   # by KV block size
+
+    def kernels(self, block_size: int) -> kernel_set.KernelSet:
+        """The kernels this model runs with KV blocks of block_size (chosen once per size)."""
+        ks = self._kernels.get(block_size)
+        if ks is None:
+            ks = self._kernels[block_size] = kernel_set.choose(self.native, self.config.head_dim, block_size)
+        return ks
 
     def nbytes(self) -> int:
         return sum(layer.nbytes() for layer in self.layers) + self.output.nbytes
@@ -118,7 +129,7 @@ class FastModel:
         if need > len(self.cos):
             c = self.config
             n = max(need, min(max(2 * len(self.cos), 256), c.context_length))
-            self.cos, self.sin = ops.rope_tables(c.rope_theta, c.head_dim, n)
+            self.cos, self.sin = rope.rope_tables(c.rope_theta, c.head_dim, n)
 
     def forward(self, step: StepInput, k_pool: np.ndarray, v_pool: np.ndarray) -> np.ndarray:
         """Run the new tokens through the model, writing their K/V into the pools.
@@ -131,6 +142,7 @@ class FastModel:
         n = len(step.tokens)
         self._cover_positions(step.positions)
         bs = v_pool.shape[3]
+        kern = self.kernels(bs)
         tables = step.block_tables
         if step.kv_slots is None:
             slot_token, slot_pos, slot_row = np.arange(n), step.positions, step.token_row
@@ -140,33 +152,33 @@ class FastModel:
         slot_block = tables[slot_row, slot_pos // bs].astype(np.int32)
         slot_offset = (slot_pos % bs).astype(np.int32)
         context_len = (step.positions + 1).astype(np.int32)
-        groups = (attention.prefix_groups(tables, step.token_row, context_len, bs) if step.share_prefix
-                  else attention.singleton_groups(n))
+        groups = (attention_groups.prefix_groups(tables, step.token_row, context_len, bs) if step.share_prefix
+                  else attention_groups.singleton_groups(n))
+        plan = kern.plan_attention(groups, context_len, bs, c.n_kv_heads, c.n_heads)  # the same in every layer
         # the residual stream, updated in place: a fresh array of our own
         x = np.require(self.embed.dequantize_rows(step.tokens), np.float32, ["C", "W", "O"])
         h = np.empty_like(x)
         q = np.empty((n, c.n_heads, c.head_dim), np.float32)
         k, v = (np.empty((n, c.n_kv_heads, c.head_dim), np.float32) for _ in range(2))
         attn = np.empty((n, c.n_heads, c.head_dim), np.float32)
-        ops.rms_norm(x, self.layers[0].attn_norm, c.norm_eps, h)
+        kern.rms_norm(x, self.layers[0].attn_norm, c.norm_eps, h)
         for li, layer in enumerate(self.layers):
             (qs, qc), (ks, kc), (vs, vc) = layer.qkv(Activations(h, self.bits))
-            ops.qkv_heads(qs, qc, ks, kc, vs, vc, layer.bq, layer.bk, layer.bv, step.positions, self.cos, self.sin,
+            kern.qkv_heads(qs, qc, ks, kc, vs, vc, layer.bq, layer.bk, layer.bv, step.positions, self.cos, self.sin,
                           q, k, v)
-            attention.write_kv(k_pool[li], v_pool[li], k, v, slot_token, slot_block, slot_offset)
-            attention.paged_attention(q, k_pool[li], v_pool[li], tables, step.token_row, context_len,
-                                      self.scale, attn, *groups)
-            ops.add_rms_norm(x, layer.wo(Activations(attn.reshape(n, -1), self.bits)), layer.ffn_norm,
+            kern.write_kv(k_pool[li], v_pool[li], k, v, slot_token, slot_block, slot_offset)
+            kern.attention(plan, q, k_pool[li], v_pool[li], tables, step.token_row, context_len, self.scale, attn)
+            kern.add_rms_norm(x, layer.wo(Activations(attn.reshape(n, -1), self.bits)), layer.ffn_norm,
                              c.norm_eps, h)
             (gs, gc), (us, uc) = layer.gate_up(Activations(h, self.bits))
             mid = np.empty((n, layer.inter), np.float32)
-            ops.silu_mul(gs, gc, us, uc, mid)
+            kern.silu_mul(gs, gc, us, uc, mid)
             down = layer.w_down(Activations(mid, self.bits))
             if li + 1 < len(self.layers):
-                ops.add_rms_norm(x, down, self.layers[li + 1].attn_norm, c.norm_eps, h)
+                kern.add_rms_norm(x, down, self.layers[li + 1].attn_norm, c.norm_eps, h)
             else:
                 np.add(x, down, out=x)
         rows = x[step.logits_rows]
         out = np.empty_like(rows)
-        ops.rms_norm(rows, self.final_norm, c.norm_eps, out)
+        kern.rms_norm(rows, self.final_norm, c.norm_eps, out)
         return np.ascontiguousarray(self.output(Activations(out, self.bits)))

@@ -18,7 +18,6 @@ from __future__ import annotations
 import numpy as np
 
 from ponder.kernels import qmatmul
-from ponder.kernels.float_matmul import matmul_f32
 from ponder.loading.weights import WeightTensor
 
 _INT_FORMATS = {"Q4_0": qmatmul.FMT_Q4_0, "Q4_1": qmatmul.FMT_Q4_1, "Q8_0": qmatmul.FMT_Q8_0}
@@ -72,6 +71,8 @@ class FloatLinear:
         self.nbytes = self.w.nbytes
 
     def __call__(self, act: Activations) -> np.ndarray:
+        from ponder.kernels.float_matmul import matmul_f32   # Numba: only float models import it
+
         out = np.empty((act.x.shape[0], self.rows), np.float32)
         matmul_f32(self.w, act.x, out)
         return out

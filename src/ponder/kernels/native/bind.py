@@ -26,6 +26,7 @@ import time
 
 import numpy as np
 
+from ponder.kernels import compile_events
 from ponder.kernels.native import build, cache, pool
 
 _c64 = ctypes.c_int64
@@ -37,10 +38,6 @@ class _PyMethodDef(ctypes.Structure):
 
 _ENTRY = ctypes.CFUNCTYPE(None, _c64, _c64, _c64)    # entry(pool state, args, threads)
 ARGV_WORDS = 64   # the longest argument vector an entry may take
-# Called as listener(unit, seconds) after a unit was compiled (not for a cache hit): the CLI's
-# compile notice says so, and leaves the time out of its tokens/s.  Called before, with seconds
-# None, so that a notice can say what it is doing while it does it.
-compile_listeners: list = []
 
 
 _FLOATS = (float, np.float64, np.float32)
@@ -130,13 +127,12 @@ class Runtime:
         key = build.key(unit)
         obj, status = cache.read(key)
         if obj is None:
-            for listener in compile_listeners:
-                listener(unit, None)
+            name = "native thread pool" if unit == "pool" else f"native {unit} kernels"
+            compile_events.started(name)    # the CLI's first-run notice says so (cli/compile_notice.py)
             t0 = time.perf_counter()
             obj = build.compile_unit(unit)
             cache.write(key, obj)
-            for listener in compile_listeners:
-                listener(unit, time.perf_counter() - t0)
+            compile_events.finished(name, time.perf_counter() - t0)
             status = f"compiled ({status})"
         self._ee.add_object_file(self._llvm.ObjectFileRef.from_data(obj))
         self._ee.finalize_object()
