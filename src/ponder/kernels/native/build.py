@@ -10,7 +10,10 @@ An object is built per *unit*:
   quantizers (act_quant_emit; the same IR for every set, compiled into each set's object so
   that an object holds all a product needs).  Every variant, because they compile in about a second together
   (see BENCHMARKS.md) and a model file can hold several formats: deciding from the model would
-  buy little and make a second model recompile.
+  buy little and make a second model recompile;
+* "attention_<isa>_d<d>_bs<bs>": paged attention for one head dim and KV block size
+  (attention_job_emit: the item that runs one job of the plan, and the entry that runs the
+  plan's jobs on the pool), compiled on first use of that shape: one model needs one.
 
 Each is one llvmlite module, verified, optimized at O3 for this host's CPU and features (or
 NUMBA_CPU_NAME / NUMBA_CPU_FEATURES when set, as Numba does, to build for an older CPU) and
@@ -28,7 +31,8 @@ import sys
 
 _KERNELS = pathlib.Path(__file__).resolve().parent.parent
 # the sources whose code ends up in an object (the emitters and what they read)
-_SOURCES = ("qmm_emit.py", "qmm_layout.py", "act_quant_emit.py", "act_quant.py", "llvm_ir.py")
+_SOURCES = ("qmm_emit.py", "qmm_layout.py", "act_quant_emit.py", "act_quant.py", "llvm_ir.py", "attention_emit.py",
+            "attention_job_emit.py")
 
 
 def _llvm():
@@ -76,6 +80,8 @@ def key(unit: str) -> dict:
 def _module(unit: str, triple: str):
     from llvmlite import ir
 
+    from ponder.kernels import isa
+
     mod = ir.Module(f"ponder_{unit}")
     mod.triple = triple
     if unit == "pool":
@@ -84,7 +90,16 @@ def _module(unit: str, triple: str):
         pool.emit(mod, triple)
         pycall.emit(mod)
         return mod
-    from ponder.kernels import act_quant_emit, isa, qmm_emit
+    from ponder.kernels import attention_emit, attention_job_emit
+
+    shape = attention_job_emit.parse_unit(unit)
+    if shape is not None:
+        be = isa.backend(shape[0]) if shape[0] in isa.NAMES else None
+        if be is None or not attention_emit.supports(be, shape[1], shape[2]):
+            raise ValueError(f"{unit!r} has no native attention kernel")
+        attention_job_emit.emit(mod, be, shape[1], shape[2])
+        return mod
+    from ponder.kernels import act_quant_emit, qmm_emit
     from ponder.kernels.qmm_layout import FMT_NAMES
 
     be = isa.backend(unit)
