@@ -186,3 +186,6 @@ def test_bad_input_is_a_clear_error():
         attention_native.run(p, q, k_pool, v_pool, tables[:, :2].copy(), rows, ctx, scale_of(q), out)
     attention_native.run(p, q, k_pool, v_pool, tables.astype(np.int64), rows, ctx, scale_of(q), out)
     assert same_bits(out, numba(args, groups))   # other index dtypes are converted
+    out2 = np.empty_like(q)
+    attention_native.run(p, q, k_pool, v_pool, tables, rows, ctx, float(scale_of(q)) + 1e-12, out2)
+    assert same_bits(out2, out)   # a Python float scale is rounded to float32

@@ -90,7 +90,8 @@ def _emit_item(module, be, d, bs):
     argv, i = f.args
     b = ir.IRBuilder(f.append_basic_block("entry"))
     w = {n: b.load(b.gep(argv, [c64(ARG[n])])) for n in ARGS if n != "scale"}
-    scale = b.bitcast(b.trunc(b.load(b.gep(argv, [c64(ARG["scale"])])), _i32), _f32)
+    # the scale comes as a double's bits (native/pycall.py): rounded to the float32 the fold takes
+    scale = b.fptrunc(b.bitcast(b.load(b.gep(argv, [c64(ARG["scale"])])), ir.DoubleType()), _f32)
     sf = state_floats(d, bs)
     qrow, srow = 4 * d, 4 * sf
 

@@ -57,8 +57,8 @@ def _up(n: int) -> int:
 class Plan:
     """The jobs of one forward step and what a layer's call needs besides its arrays (see plan())."""
     __slots__ = ("isa", "bs", "kv_heads", "q_heads", "n_jobs", "H", "max_rows", "n_slots", "jobs", "groups",
-                 "context_len", "n_tokens", "ctx_max", "d", "entry", "scratch", "flags", "words", "scale",
-                 "scale_bits", "checked", "q_shape", "k_shape", "v_shape", "k_inner", "v_inner")
+                 "context_len", "n_tokens", "ctx_max", "d", "entry", "scratch", "flags", "words", "checked",
+                 "q_shape", "k_shape", "v_shape", "k_inner", "v_inner")
 
     def bind(self, d: int) -> None:
         """The head dim's entry, scratch and fixed words (on the first layer's call)."""
@@ -123,7 +123,7 @@ def plan(group_start, group_tokens, group_shared, context_len, block_size: int, 
     p.n_slots = max(1, min(p.n_jobs, native.threads()))
     p.n_tokens = int(gt.max()) + 1 if len(gt) else 0
     p.ctx_max = int(ctx[gt].max()) if len(gt) else 0
-    p.d, p.scale, p.checked = None, None, None
+    p.d, p.checked = None, None
     return p
 
 
@@ -157,7 +157,8 @@ def run(p: Plan, q, k_pool_layer, v_pool_layer, block_tables, token_row, context
 
     q, out: float32 (T, q_heads, d) with contiguous heads; k_pool_layer (blocks, kv_heads, d, bs) and
     v_pool_layer (blocks, kv_heads, bs, d) float32 with contiguous blocks' rows (as the Numba IR path
-    needs); block_tables, token_row, context_len: int32 (converted if not).  Checked: the per-layer
+    needs); block_tables, token_row, context_len: int32 (converted if not); scale: a float, rounded to
+    float32 (the Numba driver takes a numpy.float32).  Checked: the per-layer
     pools at every call, the rest when it is not the same objects as at the last call."""
     if p.n_jobs == 0:
         return
@@ -178,8 +179,6 @@ def run(p: Plan, q, k_pool_layer, v_pool_layer, block_tables, token_row, context
             raise ValueError("block_tables holds a block id outside the KV pool")
         raise ValueError(f"native attention: k must be float32 (blocks, {p.kv_heads}, {d}, {p.bs}) and v "
                          f"(blocks, {p.kv_heads}, {p.bs}, {d}), with contiguous rows")
-    if scale != p.scale:
-        p.scale, p.scale_bits = scale, int(np.float32(scale).view(np.int32))
     native.runtime().call(p.entry, p.words + (token_row, context_len, block_tables, block_tables.strides[0], q,
                                               q.strides[0], out, out.strides[0], k, k.strides[0], k.strides[1],
-                                              v, v.strides[0], v.strides[1], p.scale_bits), native.threads())
+                                              v, v.strides[0], v.strides[1], scale), native.threads())
