@@ -46,7 +46,7 @@ def main() -> None:
 
     import numba
 
-    from ponder.kernels import attention, attention_native, isa, native
+    from ponder.kernels import attention, attention_groups, attention_native, isa, native
 
     numba.set_num_threads(args.threads)
     native.set_threads(args.threads)
@@ -68,10 +68,10 @@ def main() -> None:
         outs = {True: np.empty_like(q), False: np.empty_like(q)}
 
         def step(nat):
-            groups = attention.prefix_groups(tables, rows, ctx, BS)
+            groups = attention_groups.prefix_groups(tables, rows, ctx, BS)
             out = outs[nat]
             if nat:
-                p = attention_native.plan(*groups, ctx, BS, KVH, HEADS)
+                p = attention_native.plan(groups, ctx, BS, KVH, HEADS)
                 for li in range(L):
                     attention_native.run(p, q, k[li], v[li], tables, rows, ctx, scale, out)
             else:

@@ -6,7 +6,7 @@ and two threads; against a float64 reference; and its errors."""
 import numpy as np
 import pytest
 
-from ponder.kernels import attention, attention_native, native
+from ponder.kernels import attention, attention_groups, attention_native, native
 from ponder.kernels import isa as ISA
 
 SIMD = [n for n in ISA.available() if n != "scalar"]
@@ -63,7 +63,7 @@ def numba(args, groups, scalar=False):
 def native_run(args, groups, isa=None, threads=None):
     q, k_pool, v_pool, tables, rows, ctx = args
     out = np.full_like(q, np.nan)
-    p = attention_native.plan(*groups, ctx, k_pool.shape[3], k_pool.shape[1], q.shape[1], isa=isa)
+    p = attention_native.plan(groups, ctx, k_pool.shape[3], k_pool.shape[1], q.shape[1], isa=isa)
     before = native.set_threads(threads) if threads else None
     try:
         for _ in range(2):   # a plan serves every layer: a second call gives the same bits
@@ -75,7 +75,7 @@ def native_run(args, groups, isa=None, threads=None):
 
 
 def prefix(args, bs=16, **kw):
-    return attention.prefix_groups(args[3], args[4], args[5], bs, **kw)
+    return attention_groups.prefix_groups(args[3], args[4], args[5], bs, **kw)
 
 
 def cases():
@@ -86,14 +86,14 @@ def cases():
     forks = make([300 + i % 3 for i in range(16)], shared_prefix=18, seed=4)
     mixed = make([1, 5, 15, 16, 17, 21, 47, 64, 70, 81, 129], shared_prefix=0, seed=5)
     return [
-        ("decode 1", one, attention.singleton_groups(1)),          # a job per query head (SPLIT_BELOW)
-        ("decode 2", two, attention.singleton_groups(2)),
+        ("decode 1", one, attention_groups.singleton_groups(1)),          # a job per query head (SPLIT_BELOW)
+        ("decode 2", two, attention_groups.singleton_groups(2)),
         ("prefill 64", pre, prefix(pre)),                          # groups of 4 tokens of one sequence
         ("prefill 64 one group", pre, prefix(pre, max_group=64)),
-        ("prefill 64 singletons", pre, attention.singleton_groups(64)),
+        ("prefill 64 singletons", pre, attention_groups.singleton_groups(64)),
         ("16 forks", forks, prefix(forks)),
         ("16 forks one group", forks, prefix(forks, max_group=16)),
-        ("partial blocks", mixed, attention.singleton_groups(11)),
+        ("partial blocks", mixed, attention_groups.singleton_groups(11)),
     ]
 
 
@@ -129,7 +129,8 @@ def test_shapes_and_back_ends(isa, d, bs, g):
     dec = make([3 * bs + 5, 2 * bs], seed=d + bs, d=d, bs=bs, kvh=2, g=g)
     forks = make([5 * bs + i for i in range(6)], shared_prefix=4, seed=7, d=d, bs=bs, kvh=2, g=g)
     pre = chunk(2 * bs + 3, 24, d=d, bs=bs, kvh=2, g=g)
-    for args, groups in ((dec, attention.singleton_groups(2)), (forks, prefix(forks, bs)), (pre, prefix(pre, bs))):
+    steps = ((dec, attention_groups.singleton_groups(2)), (forks, prefix(forks, bs)), (pre, prefix(pre, bs)))
+    for args, groups in steps:
         want = numba(args, groups, scalar=True)
         for threads in (1, 2):
             assert same_bits(native_run(args, groups, isa=isa, threads=threads), want), (threads, groups[2])
@@ -153,7 +154,7 @@ def test_matches_float64_reference():
     if not SIMD:
         pytest.skip("no SIMD back end on this CPU")
     args = make([1, 16, 17, 40, 300], seed=9)
-    got = native_run(args, attention.singleton_groups(5))
+    got = native_run(args, attention_groups.singleton_groups(5))
     np.testing.assert_allclose(got, reference(*args), rtol=1e-5, atol=1e-5)
     forks = make([70, 75, 66, 90], shared_prefix=4, seed=1)
     np.testing.assert_allclose(native_run(forks, prefix(forks)), reference(*forks), rtol=1e-5, atol=1e-5)
@@ -163,15 +164,15 @@ def test_bad_input_is_a_clear_error():
     if not SIMD:
         pytest.skip("no SIMD back end on this CPU")
     q, k_pool, v_pool, tables, rows, ctx = args = make([40, 70], seed=3)
-    groups = attention.singleton_groups(2)
+    groups = attention_groups.singleton_groups(2)
     assert not attention_native.supports(36, 16) and not attention_native.supports(64, 16, "scalar")
     with pytest.raises(ValueError, match="power of two"):
-        attention_native.plan(*groups, ctx, 12, 3, 9)
+        attention_native.plan(groups, ctx, 12, 3, 9)
     with pytest.raises(ValueError, match="evenly"):
-        attention_native.plan(*groups, ctx, 16, 2, 9)
+        attention_native.plan(groups, ctx, 16, 2, 9)
     with pytest.raises(ValueError, match="in full"):   # a shared block that is not full
-        attention_native.plan(np.array([0, 2]), np.array([0, 1]), np.array([3]), ctx, 16, 3, 9)
-    p = attention_native.plan(*groups, ctx, 16, 3, 9)
+        attention_native.plan((np.array([0, 2]), np.array([0, 1]), np.array([3])), ctx, 16, 3, 9)
+    p = attention_native.plan(groups, ctx, 16, 3, 9)
     out = np.empty_like(q)
     with pytest.raises(ValueError, match="float32"):
         attention_native.run(p, q.astype(np.float64), k_pool, v_pool, tables, rows, ctx, scale_of(q), out)

@@ -1,7 +1,7 @@
 """Paged attention on the native runtime's pool: a forward step's plan, and the call of one layer.
 
     supports(d, bs, isa=None)                   whether this shape runs natively (else: attention.py's Numba)
-    plan(group_start, group_tokens, group_shared, context_len, block_size, kv_heads, q_heads) -> Plan
+    plan(groups, context_len, block_size, kv_heads, q_heads) -> Plan   groups: attention_groups' triple
     run(plan, q, k_pool_layer, v_pool_layer, block_tables, token_row, context_len, scale, out)
 
 Same inputs and the same bits as attention.paged_attention (its docstring has the contract); the
@@ -81,10 +81,11 @@ class Plan:
         self.d = d
 
 
-def plan(group_start, group_tokens, group_shared, context_len, block_size: int, kv_heads: int, q_heads: int,
-         isa: str | None = None) -> Plan:
-    """The jobs of a forward step: groups as attention.prefix_groups / singleton_groups give them,
-    context_len[t] the positions token t attends to.  isa: the back end (default: this process's)."""
+def plan(groups, context_len, block_size: int, kv_heads: int, q_heads: int, isa: str | None = None) -> Plan:
+    """The jobs of a forward step: groups = (group_start, group_tokens, group_shared) as
+    attention_groups.prefix_groups / singleton_groups give them, context_len[t] the positions token t
+    attends to.  isa: the back end (default: this process's)."""
+    group_start, group_tokens, group_shared = groups
     if block_size <= 0 or block_size & (block_size - 1):
         raise ValueError("block size must be a power of two")
     if kv_heads <= 0 or q_heads % kv_heads:
