@@ -190,3 +190,48 @@ def test_bad_input_is_a_clear_error():
     out2 = np.empty_like(q)
     attention_native.run(p, q, k_pool, v_pool, tables, rows, ctx, float(scale_of(q)) + 1e-12, out2)
     assert same_bits(out2, out)   # a Python float scale is rounded to float32
+
+
+@pytest.mark.real_model
+def test_real_model_logits_with_native_attention(default_model, monkeypatch):
+    """SmolLM2-135M (9 heads, 3 KV heads, d=64, KV blocks of 16) through FastModel: the all-Numba kernel
+    set against the same set with attention_native's plan and run, bit for bit: a 70-token prefill,
+    then a decode step of 4 forks of it (prefix groups) and one of a single fork (split jobs)."""
+    import dataclasses
+
+    from ponder.engine.kv_cache import KVCache
+    from ponder.model import kernel_set
+    from ponder.model.fast_model import FastModel, StepInput
+
+    if not attention_native.supports(64, 16):
+        pytest.skip("no native attention on this back end")
+    fm = FastModel(default_model.weights)
+    c = fm.config
+    numba_set = kernel_set.numba_kernels()
+    mixed = dataclasses.replace(numba_set, plan_attention=attention_native.plan, attention=attention_native.run)
+    prompt = default_model.tokenizer.encode("Solve step by step: 17 sheep, buy 25 more, sell 9. How many? " * 2)[:70]
+    n0 = len(prompt)
+    tables = np.zeros((4, 6), np.int32)
+    for f in range(4):
+        tables[f, :5] = np.arange(5)      # the prompt's blocks (70 positions: 4 full blocks + 6 in block 4)
+        tables[f, 5] = 5 + f              # each fork's own block for what follows
+    tables[:, 4] = [4, 9, 10, 11]         # the partial block is each fork's own copy (copy-on-write)
+
+    def steps():
+        yield StepInput(np.array(prompt), np.arange(n0), np.zeros(n0, np.int32), tables[:1], np.arange(n0))
+        toks = np.array([prompt[-1], 11, 12, 13])
+        yield StepInput(toks, np.full(4, n0), np.arange(4, dtype=np.int32), tables, np.arange(4))
+        yield StepInput(np.array([7]), np.array([n0 + 1]), np.array([2], np.int32), tables, np.arange(1))
+
+    results = []
+    for ks in (numba_set, mixed):
+        monkeypatch.setattr(fm, "kernels", lambda bs, ks=ks: ks)
+        kv = KVCache(c.n_layers, c.n_kv_heads, c.head_dim, 12, 16)
+        logits = []
+        for i, step in enumerate(steps()):
+            if i == 1:   # the forks' copies of the partial prompt block
+                kv.k[:, 9:12], kv.v[:, 9:12] = kv.k[:, 4:5], kv.v[:, 4:5]
+            logits.append(fm.forward(step, kv.k, kv.v).copy())
+        results.append(logits)
+    for a, b in zip(*results):
+        assert same_bits(a, b)

@@ -94,36 +94,44 @@ def plan(groups, context_len, block_size: int, kv_heads: int, q_heads: int, isa:
     p.isa, p.bs, p.kv_heads, p.q_heads = isa or isa_mod.current(), block_size, kv_heads, q_heads
     gs, gt, gsh = (np.ascontiguousarray(a, np.int64) for a in (group_start, group_tokens, group_shared))
     ctx = np.ascontiguousarray(context_len, np.int32)
-    n_groups = len(gs) - 1
-    nt = np.diff(gs)
-    if len(gsh) != n_groups or (nt <= 0).any() or gs[0] != 0 or gs[-1] != len(gt):
-        raise ValueError("groups: group_start must run from 0 to len(group_tokens) in steps of at least 1")
-    if len(gt) and (gt.min() < 0 or gt.max() >= len(ctx)):
-        raise ValueError("groups: a token index is out of range")
-    ctx_t = ctx[gt].astype(np.int64)
-    nb = (ctx_t + block_size - 1) // block_size
-    if len(gt) and ((ctx_t <= 0).any() or (gsh < 0).any()
-                    or (gsh > np.minimum.reduceat(ctx_t // block_size, gs[:-1])).any()):
-        raise ValueError("groups: every token attends to at least one position, and reads its group's "
-                         "shared blocks in full")
-    G = q_heads // kv_heads
+    # In plain Python: a step has few groups, and a NumPy call costs about what a loop step does.
+    starts, members, shared, lens = gs.tolist(), gt.tolist(), gsh.tolist(), ctx.tolist()
+    n_groups, n_ctx = len(shared), len(lens)
+    if len(starts) != n_groups + 1 or starts[0] != 0 or starts[-1] != len(members):
+        raise ValueError("groups: group_start must run from 0 to len(group_tokens), one more entry than groups")
     # The Numba driver's jobs (attention._paged_attention_template): a job per (group, KV head), or
     # per query head when there are few; cost = shared * nt + sum over members of (nb - shared).
+    cost, max_nt, up = [], 1, block_size - 1
+    for g in range(n_groups):
+        a0, a1, sh = starts[g], starts[g + 1], shared[g]
+        if a1 <= a0 or sh < 0:
+            raise ValueError("groups: every group has at least one token and no negative shared count")
+        c, full = sh * (a1 - a0), sh * block_size
+        for t in members[a0:a1]:
+            if not 0 <= t < n_ctx:
+                raise ValueError("groups: a token index is out of range")
+            n = lens[t]
+            if n <= 0 or full > n:
+                raise ValueError("groups: every token attends to at least one position, and reads its "
+                                 "group's shared blocks in full")
+            c += (n + up) // block_size - sh
+        cost.append(c)
+        if a1 - a0 > max_nt:
+            max_nt = a1 - a0
+    G = q_heads // kv_heads
     parts = G if n_groups * kv_heads < SPLIT_BELOW else 1
     H = G // parts
-    per_group = kv_heads * parts
-    cs = np.concatenate(([0], np.cumsum(nb)))
-    cost = gsh * nt + (cs[gs[1:]] - cs[gs[:-1]]) - gsh * nt
-    order = np.argsort(-np.repeat(cost, per_group), kind="stable")
-    jobs = np.zeros((len(order), attention_job_emit.JOB_WORDS), np.int64)
-    kvh = order % per_group // parts
-    jobs[:, 0], jobs[:, 1], jobs[:, 2] = order // per_group, kvh, kvh * G + order % parts * H
-    p.jobs, p.groups, p.context_len = jobs, (gs, gt, gsh), ctx
-    p.n_jobs, p.H = len(order), H
-    p.max_rows = int(nt.max()) * H if n_groups else 1
+    # costliest first; a stable sort of the groups gives the jobs of a stable sort of the jobs (a
+    # group's jobs are consecutive and cost the same)
+    jobs = np.zeros((n_groups, kv_heads * parts, attention_job_emit.JOB_WORDS), np.int64)
+    jobs[:, :, 0] = np.array(sorted(range(n_groups), key=cost.__getitem__, reverse=True), np.int64)[:, None]
+    jobs[:, :, 1:3] = [(kvh, kvh * G + part * H) for kvh in range(kv_heads) for part in range(parts)]
+    p.jobs = jobs.reshape(-1, attention_job_emit.JOB_WORDS)
+    p.groups, p.context_len = (gs, gt, gsh), ctx
+    p.n_jobs, p.H, p.max_rows = len(p.jobs), H, max_nt * H
     p.n_slots = max(1, min(p.n_jobs, native.threads()))
-    p.n_tokens = int(gt.max()) + 1 if len(gt) else 0
-    p.ctx_max = int(ctx[gt].max()) if len(gt) else 0
+    p.n_tokens = max(members) + 1 if members else 0
+    p.ctx_max = max(map(lens.__getitem__, members)) if members else 0
     p.d, p.checked = None, None
     return p
 
