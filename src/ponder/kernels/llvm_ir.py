@@ -124,7 +124,8 @@ def declare_intrinsic(module: ir.Module, name: str, ty):
 
 
 def emit_max(builder: ir.IRBuilder, a, b):
-    """a > b ? a : b (ordered: NaN never wins), scalar or lane-wise: Numba's max(a, b) for floats."""
+    """a > b ? a : b (ordered: a NaN a never wins), scalar or lane-wise: attention._vmax(a, b), and
+    Numba's max(b, a) for floats (Numba's max(a, b) is b > a ? b : a: it keeps a on ties and NaN)."""
     return builder.select(builder.fcmp_ordered(">", a, b), a, b)
 
 
@@ -135,7 +136,7 @@ def emit_exp_neg(builder: ir.IRBuilder, x):
     ity = ir.VectorType(_I32, ty.count) if isinstance(ty, ir.VectorType) else _I32
     floor = declare_intrinsic(builder.module, "llvm.floor", ty)
     lim = _like(ty, -87.0)
-    xc = emit_max(builder, x, lim)
+    xc = emit_max(builder, lim, x)   # Numba's max(x, -87.0): NaN stays NaN
     k = builder.call(floor, [builder.fadd(builder.fmul(xc, _like(ty, float(LOG2E))), _like(ty, 0.5))])
     r = builder.fsub(builder.fsub(xc, builder.fmul(k, _like(ty, float(LN2_HI)))), builder.fmul(k, _like(ty, float(LN2_LO))))
     p = _like(ty, float(np.float32(1.0 / 5040.0)))

@@ -4,6 +4,8 @@ An object is built per *unit*:
 
 * "pool": the thread pool (pool.py) and the CPython call bridge (pycall.py), the same for every
   instruction set;
+* "ops": the forward pass's serial kernels and the sampler's (ops_emit.py), entries that run on
+  the calling thread; ISA-free IR, compiled for the host CPU like the others;
 * "<isa>" (an instruction set of kernels/isa): its kernels, every variant at once: the products
   for every weight format x activation width (qmm_emit.emit_item, and the entries that run a
   product's jobs: qmm_emit.emit_entry; they call the pool unit's pool_run) and the two activation
@@ -32,7 +34,7 @@ import sys
 _KERNELS = pathlib.Path(__file__).resolve().parent.parent
 # the sources whose code ends up in an object (the emitters and what they read)
 _SOURCES = ("qmm_emit.py", "qmm_layout.py", "act_quant_emit.py", "act_quant.py", "llvm_ir.py", "attention_emit.py",
-            "attention_job_emit.py")
+            "attention_job_emit.py", "ops_emit.py")
 
 
 def _llvm():
@@ -89,6 +91,11 @@ def _module(unit: str, triple: str):
 
         pool.emit(mod, triple)
         pycall.emit(mod)
+        return mod
+    if unit == "ops":
+        from ponder.kernels import ops_emit
+
+        ops_emit.emit(mod)
         return mod
     from ponder.kernels import attention_emit, attention_job_emit
 
