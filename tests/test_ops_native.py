@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from ponder.engine import sampler as S
-from ponder.kernels import attention, ops, ops_emit, ops_native, sampling_native
+from ponder.kernels import attention, ops, ops_emit, ops_native, rope, sampling_native
 from ponder.kernels.native import build
 
 RNG = np.random.default_rng(14)
@@ -67,7 +67,7 @@ def _qkv(n, hq, hkv, d, bias, fused, positions, table_rows, rng):
         sources = [np.ascontiguousarray(stacked[:, a:b]) for a, b in zip(cuts, cuts[1:])]
         sources = [sources[0], 0, sources[1], 0, sources[2], 0]
     biases = [rng.standard_normal(w).astype(np.float32) if bias else np.zeros(0, np.float32) for w in widths]
-    cos, sin = ops.rope_tables(10000.0, d, table_rows)
+    cos, sin = rope.rope_tables(10000.0, d, table_rows)
     outs = [[np.empty((n, h, d), np.float32) for h in (hq, hkv, hkv)] for _ in range(2)]
     ops.qkv_heads(*sources, *biases, positions, cos, sin, *outs[0])
     ops_native.qkv_heads(*sources, *biases, positions, cos, sin, *outs[1])
@@ -202,16 +202,19 @@ def test_walk_and_kept_total(n, min_w):
 @pytest.mark.real_model
 def test_default_model_forward_and_sampling_native_as_numba(default_model, monkeypatch):
     """The default GGUF's forward pass (dim 576, inter 1536, 9/3 heads of 64; vocab 49152) with every
-    serial kernel native gives the Numba kernels' logits bit for bit, and the sampler's kernels agree
-    on those logits."""
+    serial kernel native (attention Numba's) gives the all-Numba logits bit for bit, and the sampler's
+    kernels agree on those logits."""
+    import dataclasses
+
     from ponder.engine.kv_cache import KVCache
+    from ponder.model import kernel_set
     from ponder.model.fast_model import FastModel, StepInput
 
-    model = FastModel(default_model.weights)
-    c = model.config
     tokens = default_model.tokenizer.encode("Question: what is 17 + 25? Answer step by step.")
 
     def run():
+        model = FastModel(default_model.weights)
+        c = model.config
         kv = KVCache(c.n_layers, c.n_kv_heads, c.head_dim, 8, 16)
         tables = np.arange(8, dtype=np.int32)[None, :]
         n = len(tokens)
@@ -221,9 +224,9 @@ def test_default_model_forward_and_sampling_native_as_numba(default_model, monke
                                       tables, np.arange(1)), kv.k, kv.v)
         return np.concatenate([first, nxt])
     want = run()
-    for name in ("rms_norm", "add_rms_norm", "qkv_heads", "silu_mul"):
-        monkeypatch.setattr(ops, name, getattr(ops_native, name))
-    monkeypatch.setattr(attention, "write_kv", ops_native.write_kv)
+    mixed = dataclasses.replace(kernel_set.numba_kernels(), name="native ops", **{
+        k: getattr(ops_native, k) for k in ("rms_norm", "add_rms_norm", "qkv_heads", "silu_mul", "write_kv")})
+    monkeypatch.setattr(kernel_set, "choose", lambda native, head_dim, block_size: mixed)
     got = run()
     assert same_bits(got, want)
     assert want.shape[1] == 49152

@@ -283,7 +283,7 @@ def _emit_write_kv(mod):
 # -- the sampler's kernels ----------------------------------------------------------------------------
 
 def _emit_max_fn(mod):
-    """float ponder_max(float* x, i64 n): sampler._max (internal; the entries call it)."""
+    """float ponder_ops_max(float* x, i64 n): sampler._max (internal; the entries call it)."""
     f = ir.Function(mod, ir.FunctionType(_f32, [_f32.as_pointer(), _i64]), "ponder_ops_max")
     f.linkage = "internal"
     x, n = f.args
