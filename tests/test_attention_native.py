@@ -235,3 +235,13 @@ def test_real_model_logits_with_native_attention(default_model, monkeypatch):
         results.append(logits)
     for a, b in zip(*results):
         assert same_bits(a, b)
+
+
+def test_through_ctypes_when_the_builtin_is_unavailable(monkeypatch):
+    """The runtime's fallback call path (native/bind.py) gives the same bits, the scale included."""
+    if not SIMD:
+        pytest.skip("no SIMD back end on this CPU")
+    _, args, groups = CASES[5]   # 16 forks
+    want = native_run(args, groups)
+    monkeypatch.setattr(native.runtime(), "pycall", None)
+    assert same_bits(native_run(args, groups), want)

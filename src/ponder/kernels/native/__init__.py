@@ -2,9 +2,10 @@
 
 The end state (issue 14): every kernel of the generate path comes from one cached native
 object per unit and runs on this pool, and Numba is not imported at run time.  Today the
-weight products and the activation quantizers run here (kernels/qmm_native.py); the norms,
-RoPE, SiLU, the KV writes and the sampler's kernels have native twins (kernels/ops_emit.py, not yet
-wired into the model); attention is still a Numba kernel.
+weight products and the activation quantizers run here (kernels/qmm_native.py), and paged
+attention (kernels/attention_native.py: a step's jobs as the pool's items); the norms, RoPE,
+SiLU, the KV writes and the sampler's kernels have native twins (kernels/ops_emit.py, not yet
+wired into the model).
 
     build.py   what goes into a unit's object, and compiling it (llvmlite, O3, host CPU)
     cache.py   the objects under $PONDER_HOME/kernels/, checksummed, rebuilt when stale or corrupt
