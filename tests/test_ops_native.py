@@ -1,13 +1,14 @@
 """The native runtime's serial kernels (kernels/ops_emit.py through ops_native / sampling_native) bit
-for bit against their Numba twins (kernels/ops.py, attention.write_kv, engine/sampler.py), on edge
+for bit against their Numba twins (kernels/ops.py, attention.write_kv, kernels/sampling_numba.py), on edge
 cases and on the default model's shapes and data.  The "ops" unit is ISA-free IR: one object for
 every instruction set, so there is no per-set matrix here."""
 
 import numpy as np
 import pytest
 
-from ponder.engine import sampler as S
-from ponder.kernels import attention, ops, ops_emit, ops_native, rope, sampling_native
+from ponder.kernels import sampling_numba as S
+from ponder.engine import sampler
+from ponder.kernels import attention, ops, ops_emit, ops_native, qmatmul, rope, sampling_native
 from ponder.kernels.native import build
 
 RNG = np.random.default_rng(14)
@@ -161,12 +162,12 @@ def logits_of(n, rng):
 def test_max(n):
     rng = np.random.default_rng(n)
     x = logits_of(n, rng)
-    assert same_bits(np.float32(sampling_native.max_(x)), np.float32(S._max(x)))
+    assert same_bits(np.float32(sampling_native.max_(x)), np.float32(S.max_(x)))
     x[rng.integers(0, n, 3)] = np.nan   # never wins
-    assert same_bits(np.float32(sampling_native.max_(x)), np.float32(S._max(x)))
+    assert same_bits(np.float32(sampling_native.max_(x)), np.float32(S.max_(x)))
     z = np.where(rng.random(n) < 0.5, np.float32(0.0), np.float32(-0.0)).astype(np.float32)
-    assert same_bits(np.float32(sampling_native.max_(z)), np.float32(S._max(z)))   # which zero: the same one
-    assert sampling_native.max_(np.zeros(0, np.float32)) == S._max(np.zeros(0, np.float32)) == -np.inf
+    assert same_bits(np.float32(sampling_native.max_(z)), np.float32(S.max_(z)))   # which zero: the same one
+    assert sampling_native.max_(np.zeros(0, np.float32)) == S.max_(np.zeros(0, np.float32)) == -np.inf
 
 
 @pytest.mark.parametrize("n", NS)
@@ -176,11 +177,11 @@ def test_weights(n, temperature):
     x = logits_of(n, rng)
     inv = np.float32(1.0 / temperature)
     want, got = np.empty(n, np.float32), np.empty(n, np.float32)
-    total_want = S._weights(x, inv, want)
+    total_want = S.weights(x, inv, want)
     total_got = sampling_native.weights(x, inv, got)
     assert same_bits(got, want) and same_bits(np.float64(total_got), np.float64(total_want))
     x[::5] = np.nan   # log_softmax does not check: exp_neg(NaN) is NaN in both (Numba's max(x, -87))
-    S._weights(x, inv, want)
+    S.weights(x, inv, want)
     sampling_native.weights(x, inv, got)
     assert same_bits(got, want)
 
@@ -190,11 +191,35 @@ def test_weights(n, temperature):
 def test_walk_and_kept_total(n, min_w):
     rng = np.random.default_rng([n, 7])
     w = np.empty(n, np.float32)
-    total = S._weights(logits_of(n, rng), np.float32(1.0 / 0.8), w)
-    kept = S._kept_total(w, min_w)
+    total = S.weights(logits_of(n, rng), np.float32(1.0 / 0.8), w)
+    kept = S.kept_total(w, min_w)
     assert same_bits(np.float64(sampling_native.kept_total(w, min_w)), np.float64(kept))
     for target in (-1.0, 0.0, *(rng.random(6) * kept), kept, 2 * total):
-        assert sampling_native.walk(w, total, target, min_w) == S._walk(w, total, target, min_w), target
+        assert sampling_native.walk(w, total, target, min_w) == S.walk(w, total, target, min_w), target
+
+
+def test_sampler_draws_the_same_tokens_native_and_numba(monkeypatch):
+    """engine/sampler.py on either kernel set: the same tokens and log-probabilities, bit for bit."""
+    from ponder.engine.sampling_params import SamplingParams
+
+    rng = np.random.default_rng(5)
+    logits = [np.maximum(logits_of(n, rng), np.float32(-1e30)) for n in (9, 1000, 49152)]   # finite
+    params = [SamplingParams(temperature=t, top_k=k, top_p=p, min_p=m, seed=11)
+              for t, k, p, m in ((1.0, 0, 1.0, 0.0), (0.7, 0, 1.0, 0.05), (0.9, 40, 0.9, 0.0), (1.3, 0, 0.95, 0.1))]
+
+    def draws():
+        out = []
+        for x in logits:
+            out.append(sampler.log_softmax(x).tobytes())
+            out.append(sampler.token_logprob(x, len(x) - 1))
+            out += [sampler.sample_token(x, p, i, 3 + i) for p in params for i in range(4)]
+        return out
+    monkeypatch.setattr(qmatmul, "use_native", False)
+    assert sampler._kernels() is S
+    want = draws()
+    monkeypatch.setattr(qmatmul, "use_native", True)
+    assert sampler._kernels() is sampling_native
+    assert draws() == want
 
 
 # -- the default model -------------------------------------------------------------------------------
@@ -234,13 +259,13 @@ def test_default_model_forward_and_sampling_native_as_numba(default_model, monke
         for temperature in (1.0, 0.6):
             inv = np.float32(1.0 / temperature)
             w1, w2 = np.empty_like(row), np.empty_like(row)
-            t1, t2 = S._weights(row, inv, w1), sampling_native.weights(row, inv, w2)
+            t1, t2 = S.weights(row, inv, w1), sampling_native.weights(row, inv, w2)
             assert same_bits(w2, w1) and t1 == t2
             for min_w in (np.float32(0.0), np.float32(0.05)):
-                kept = S._kept_total(w1, min_w)
+                kept = S.kept_total(w1, min_w)
                 assert sampling_native.kept_total(w1, min_w) == kept
                 for u in (0.0, 0.25, 0.999):
-                    assert sampling_native.walk(w1, t1, u * kept, min_w) == S._walk(w1, t1, u * kept, min_w)
+                    assert sampling_native.walk(w1, t1, u * kept, min_w) == S.walk(w1, t1, u * kept, min_w)
 
 
 def test_the_ops_unit_names_no_instruction_set(monkeypatch):

@@ -5,20 +5,18 @@ counter (position, sample index).  So a sample's token at a position depends on
 nothing but its seed, its index and the logits: not on the batch, the order of
 requests, or how many draws came before.  The weights exp((l - max) / T) use
 ponder's own float32 exp (the same bits on every machine and C library) and are
-summed in float64 in id order, so draws reproduce across machines too.
+summed in float64 in id order, so draws reproduce across machines too.  Those kernels
+(the max, the weights and their sum, the walk to the drawn id) are Numba's
+(kernels/sampling_numba.py) or their native twins (kernels/sampling_native.py), the same bits.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from ponder.engine.sampling_params import SamplingParams
 from ponder.errors import SamplingError
-from ponder.kernels import numba_setup
-from ponder.kernels.attention import exp_neg
-
-numba_setup.prepare()
+from ponder.kernels import qmatmul, sampling_native
 
 
 def uniform(seed: int, sample_index: int, position: int) -> float:
@@ -27,79 +25,27 @@ def uniform(seed: int, sample_index: int, position: int) -> float:
     return float(np.random.Generator(bits).random())
 
 
-@njit(cache=True)
-def _max(x):
-    """Max in 16 lanes: max is exact in any order, and lanes let it vectorize."""
-    lanes = np.full(16, -np.inf, np.float32)
-    body = len(x) - len(x) % 16
-    for k in range(0, body, 16):
-        for j in range(16):
-            lanes[j] = max(lanes[j], x[k + j])
-    m = lanes.max()
-    for k in range(body, len(x)):
-        m = max(m, x[k])
-    return m
+def _kernels():
+    """The weight kernels: the native runtime's when the products run there (qmatmul.use_native),
+    else Numba's (the reference).  The same bits either way (tests/test_ops_native.py)."""
+    if qmatmul.use_native:
+        return sampling_native
+    from ponder.kernels import sampling_numba
 
-
-@njit(cache=True)
-def _weights(logits, inv_temp, out):
-    """out[k] = exp((logits[k] - max) / T) in float32; returns their float64 sum.
-
-    The sum runs in 8 interleaved partial sums combined in a fixed order: one
-    fixed reduction order, as fast as a vectorized one.
-    """
-    m = _max(logits)
-    n = len(logits)
-    for k in range(n):
-        out[k] = exp_neg((logits[k] - m) * inv_temp)
-    lanes = np.zeros(8, np.float64)
-    body = n - n % 8
-    for k in range(0, body, 8):
-        for j in range(8):
-            lanes[j] += out[k + j]
-    total = 0.0
-    for j in range(8):
-        total += lanes[j]
-    for k in range(body, n):
-        total += out[k]
-    return total
-
-
-@njit(cache=True)
-def _walk(weights, total, target, min_w):
-    """The first id whose running weight (ids in order, those below min_w skipped) passes target."""
-    acc = 0.0
-    last = -1
-    for k in range(len(weights)):
-        w = weights[k]
-        if w >= min_w:
-            acc += w
-            last = k
-            if acc > target:
-                return k
-    return last
-
-
-@njit(cache=True)
-def _kept_total(weights, min_w):
-    total = 0.0
-    for k in range(len(weights)):
-        if weights[k] >= min_w:
-            total += weights[k]
-    return total
+    return sampling_numba
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
     """Log-probabilities under the model's own distribution (temperature 1, no filters)."""
     w = np.empty(len(logits), np.float32)
-    total = _weights(logits, np.float32(1.0), w)
+    total = _kernels().weights(logits, np.float32(1.0), w)
     return (logits.astype(np.float64) - float(logits.max())) - np.log(total)
 
 
 def token_logprob(logits: np.ndarray, token: int) -> float:
     """log_softmax(logits)[token], the same bits, without making the vocabulary-long float64 array."""
     w = np.empty(len(logits), np.float32)
-    total = _weights(logits, np.float32(1.0), w)
+    total = _kernels().weights(logits, np.float32(1.0), w)
     return float((np.float64(logits[token]) - float(logits.max())) - np.log(total))
 
 
@@ -130,13 +76,14 @@ def sample_token(logits: np.ndarray, params: SamplingParams, sample_index: int, 
         raise SamplingError("the model produced non-finite logits; no token can be drawn")
     if params.greedy:  # temperature 0, or so small that 1/T overflows: the limit is the argmax
         return int(np.argmax(logits))  # first maximum: ties go to the lower id
+    k = _kernels()
     weights = np.empty(len(logits), np.float32)
-    total = _weights(logits, np.float32(1.0 / params.temperature), weights)
+    total = k.weights(logits, np.float32(1.0 / params.temperature), weights)
     u = uniform(params.seed, sample_index, position)
     min_w = np.float32(params.min_p)  # the top weight is exactly 1, so min-p is a weight threshold
     if params.top_k == 0 and params.top_p >= 1.0:
-        kept = total if params.min_p == 0.0 else _kept_total(weights, min_w)
-        return int(_walk(weights, total, u * kept, min_w))
+        kept = total if params.min_p == 0.0 else k.kept_total(weights, min_w)
+        return int(k.walk(weights, total, u * kept, min_w))
     ids = _top_candidates(weights, total, params.top_k, params.top_p)
     probs = weights[ids].astype(np.float64) / total
     keep = np.ones(len(ids), dtype=bool)

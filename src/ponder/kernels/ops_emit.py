@@ -1,8 +1,8 @@
 """The forward pass's serial kernels and the sampler's as LLVM IR: the native runtime's "ops" unit.
 
 The twins of the Numba kernels in kernels/ops.py (rms_norm, add_rms_norm, qkv_heads, silu_mul),
-attention.write_kv and engine/sampler.py (_max, _weights, _walk, _kept_total), which stay the
-reference and the PONDER_NATIVE=0 path.  The contract is the same bits: every kernel here does
+attention.write_kv and kernels/sampling_numba.py (max_, weights, walk, kept_total), which stay
+the reference and the PONDER_NATIVE=0 path.  The contract is the same bits: every kernel here does
 the float operations of its Numba twin, in the same order and at the same precision, with no
 fast-math flag and no contraction (llvmlite emits none).  Where Numba's types decide a
 precision, this module follows them:
@@ -283,7 +283,7 @@ def _emit_write_kv(mod):
 # -- the sampler's kernels ----------------------------------------------------------------------------
 
 def _emit_max_fn(mod):
-    """float ponder_ops_max(float* x, i64 n): sampler._max (internal; the entries call it)."""
+    """float ponder_ops_max(float* x, i64 n): sampling_numba.max_ (internal; the entries call it)."""
     f = ir.Function(mod, ir.FunctionType(_f32, [_f32.as_pointer(), _i64]), "ponder_ops_max")
     f.linkage = "internal"
     x, n = f.args

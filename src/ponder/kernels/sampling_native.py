@@ -1,9 +1,9 @@
-"""The sampler's kernels on the native runtime: the twins of engine/sampler.py's _max, _weights,
-_walk and _kept_total (same signatures, same bits: the IR and its contract are in ops_emit.py).
+"""The sampler's kernels on the native runtime: the twins of kernels/sampling_numba.py's max_,
+weights, walk and kept_total (same signatures, same bits: the IR and its contract are in ops_emit.py).
 
-engine/sampler.py keeps the Numba versions (the reference and the PONDER_NATIVE=0 path); these
-live here, below it, so that the engine imports downward only.  Each is one serial entry of the
-"ops" unit (ops_native.unit()); a scalar result comes back through a small array.
+engine/sampler.py runs these when the native runtime is on (qmatmul.use_native), the Numba ones
+(the reference) otherwise.  Each is one serial entry of the "ops" unit (ops_native.unit()); a
+scalar result comes back through a small array.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def _vector(x, name):
 
 
 def max_(x):
-    """sampler._max: the largest of x (float32; -inf for an empty x; NaNs never win)."""
+    """sampling_numba.max_: the largest of x (float32; -inf for an empty x; NaNs never win)."""
     _vector(x, "x")
     u = ops_native.unit()
     res = np.empty(1, np.float32)
@@ -32,7 +32,7 @@ def max_(x):
 
 
 def weights(logits, inv_temp, out):
-    """sampler._weights: out[k] = exp((logits[k] - max) * inv_temp) in float32; returns their
+    """sampling_numba.weights: out[k] = exp((logits[k] - max) * inv_temp) in float32; returns their
     float64 sum.  inv_temp must be a numpy.float32 (as the sampler passes it: Numba would compute
     in float64 for a Python float, which this kernel does not)."""
     if type(inv_temp) is not np.float32:
@@ -47,7 +47,7 @@ def weights(logits, inv_temp, out):
 
 
 def walk(weights, total, target, min_w):
-    """sampler._walk: the first id whose running weight (those below min_w skipped) passes target,
+    """sampling_numba.walk: the first id whose running weight (those below min_w skipped) passes target,
     else the last kept id (-1: none kept).  total is unused, as in the Numba kernel."""
     _vector(weights, "weights")
     u = ops_native.unit()
@@ -57,7 +57,7 @@ def walk(weights, total, target, min_w):
 
 
 def kept_total(weights, min_w):
-    """sampler._kept_total: the float64 sum of the weights >= min_w, in id order."""
+    """sampling_numba.kept_total: the float64 sum of the weights >= min_w, in id order."""
     _vector(weights, "weights")
     u = ops_native.unit()
     res = np.empty(1, np.float64)
