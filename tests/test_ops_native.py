@@ -144,6 +144,26 @@ def test_layouts_the_ir_cannot_read_are_refused():
         sampling_native.kept_total(np.zeros(8, np.float32)[::2], 0.0)
 
 
+def test_through_ctypes_when_the_builtin_is_unavailable(monkeypatch):
+    """The fallback call path (native/bind.py: words packed by bind.word, floats included) gives the
+    same bits."""
+    from ponder.kernels import native
+
+    monkeypatch.setattr(native.runtime(), "pycall", None)
+    monkeypatch.setattr(ops_native, "_unit", None)
+    assert ops_native.unit().call is not native.runtime().pycall
+    x, w = activations(3, 33), RNG.standard_normal(33).astype(np.float32)
+    want, got = np.empty_like(x), np.empty_like(x)
+    ops.rms_norm(x, w, 1e-5, want)
+    ops_native.rms_norm(x, w, 1e-5, got)
+    assert same_bits(got, want)
+    logits = logits_of(1000, RNG)
+    inv = np.float32(1 / 0.7)
+    w1, w2 = np.empty_like(logits), np.empty_like(logits)
+    assert S.weights(logits, inv, w1) == sampling_native.weights(logits, inv, w2) and same_bits(w2, w1)
+    assert S.walk(w1, 0.0, 3.5, np.float32(0.01)) == sampling_native.walk(w1, 0.0, 3.5, np.float32(0.01))
+
+
 # -- the sampler's kernels ---------------------------------------------------------------------------
 
 NS = (1, 7, 8, 9, 15, 16, 17, 23, 24, 31, 33, 1000, 49152, 49157)
