@@ -6,7 +6,6 @@ import statistics
 import time
 from datetime import datetime, timezone
 
-import numba
 import numpy as np
 
 from ponder.bench import machine, speed
@@ -19,6 +18,7 @@ def _header(kind: str, model, threads: int, engine=None) -> dict:
     return {"benchmark": kind, "model": model.name, "file": model.path, "threads": threads,
             "cpu": info["name"], "vnni": info["vnni"], "amx": info.get("amx", False),
             "isa": isa.describe(engine.info().isa if engine else None),
+            "runtime": engine.info().runtime if engine else None,
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
 
 
@@ -146,7 +146,14 @@ def run_kernels(model_name: str, threads: int, repeats: int) -> dict:
     from ponder.loading.model_files import load_model
     from ponder.model.linear import Activations, make_linear
 
-    numba.set_num_threads(threads)
+    from ponder.kernels import native, qmatmul
+
+    if qmatmul.use_native:
+        native.set_threads(threads)
+    else:
+        import numba
+
+        numba.set_num_threads(threads)
     model = load_model(model_name)
     out = _header("kernels", model, threads)
     bw = machine.memory_bandwidth(threads)
@@ -180,7 +187,7 @@ def print_report(out: dict) -> None:
 
     console = Console()
     console.print(f"[bold]ponder bench {out['benchmark']}[/bold]  {out['model']}  threads={out['threads']}  "
-                  f"{out['cpu']}  isa={out.get('isa', '?')}  {out['date']}")
+                  f"{out['cpu']}  isa={out.get('isa', '?')}  kernels={out.get('runtime') or '?'}  {out['date']}")
     if out.get("amx"):
         console.print("llama.cpp runs without its AMX repacking (it died with SIGILL on such a host)")
     if out["benchmark"] == "start":

@@ -29,6 +29,7 @@ class EngineInfo:
     weight_bytes: int  # bytes of weights a forward step reads
     max_sequence: int  # a sequence (prompt + answer) ends here: the context window or the KV pool, if smaller
     speculative_prior: str = "none"  # Token Recycling's starting table: "hit" (read), "built" or "none" (cold)
+    runtime: str = "numba"  # what runs the kernels: "native", "numba", or "native+numba" (model/kernel_set.py)
 
     def fingerprint(self, sha256: str) -> str:
         """What determines the outputs, for the server's system_fingerprint (the model file hash first)."""

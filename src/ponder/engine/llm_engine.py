@@ -265,7 +265,7 @@ class Engine:
                           KERNEL_VERSION, __version__, self.config.context_length, self.config.vocab_size,
                           self._kv.block_size, self._kv.num_blocks, s.token_budget, s.radix is not None,
                           s.speculative, s.speculative_tokens, self._runner.model.nbytes(),
-                          s.rules.context_length, self._prior_status)
+                          s.rules.context_length, self._prior_status, self._runner.runtime(self._kv.block_size))
 
     def stats(self) -> EngineStats:
         s, kv = self._scheduler.stats(), self._kv

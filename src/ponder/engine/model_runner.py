@@ -48,6 +48,12 @@ class ModelRunner:
 
         return numba.get_num_threads()
 
+    def runtime(self, block_size: int) -> str:
+        """What runs the kernels: "native", "numba", or "native+numba" (some Numba kernels beside the pool)."""
+        if not self.native:
+            return "numba"
+        return "native+numba" if self.model.kernels(block_size).numba else "native"
+
     def _numba_threads(self, block_size: int) -> int | None:
         """Numba's thread count for a step (None: leave it), or 0 if no Numba kernel runs."""
         if not self.native:
