@@ -50,7 +50,7 @@ def main() -> None:
         outs = {}
         for r in range(2 * args.rounds + 2):
             nat = r % 2 == 0
-            qmatmul.use_native = nat
+            native.active = nat
             time.sleep(0.02)   # the other side's threads park
             outs[nat] = step()
             ts = []
@@ -65,7 +65,7 @@ def main() -> None:
         print(f"M={M:3d}: native {np.median(n):6.2f} ms (min {n.min():6.2f}), Numba {np.median(b):6.2f} ms "
               f"(min {b.min():6.2f}); Numba/native median {np.median(b / n):.2f}x, min {b.min() / n.min():.2f}x; "
               f"same bits: {same}")
-    qmatmul.use_native = True
+    native.active = True
 
 
 if __name__ == "__main__":

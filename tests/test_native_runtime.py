@@ -67,7 +67,7 @@ def packed(fmt, rows, K, isa):
 @pytest.fixture(autouse=True)
 def native_products(monkeypatch):
     """The runtime is off by default (kernels/native/__init__.py): these tests turn it on."""
-    monkeypatch.setattr(Q, "use_native", True)
+    monkeypatch.setattr(native, "active", True)
 
 
 @pytest.fixture
@@ -75,10 +75,10 @@ def numba_products(monkeypatch):
     """Run qmatmul's products on their Numba drivers inside the block."""
     class Switch:
         def __enter__(self):
-            monkeypatch.setattr(Q, "use_native", False)
+            monkeypatch.setattr(native, "active", False)
 
         def __exit__(self, *exc):
-            monkeypatch.setattr(Q, "use_native", True)
+            monkeypatch.setattr(native, "active", True)
     return Switch()
 
 
@@ -88,7 +88,7 @@ def numba_products(monkeypatch):
 @pytest.mark.parametrize("fmt", list(FORMATS))
 def test_products_match_oracle_on_every_back_end(isa, fmt):
     need(isa)
-    assert Q.use_native
+    assert native.active
     W, ref_w = packed(fmt, 72, 576, isa)   # 72 rows: a partial row group on every lane count
     for M in MS:
         x = inputs(M, 576)

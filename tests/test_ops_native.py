@@ -6,9 +6,9 @@ every instruction set, so there is no per-set matrix here."""
 import numpy as np
 import pytest
 
-from ponder.kernels import sampling_numba as S
 from ponder.engine import sampler
-from ponder.kernels import attention, ops, ops_emit, ops_native, qmatmul, rope, sampling_native
+from ponder.kernels import attention, native, ops, ops_emit, ops_native, rope, sampling_native
+from ponder.kernels import sampling_numba as S
 from ponder.kernels.native import build
 
 RNG = np.random.default_rng(14)
@@ -234,10 +234,10 @@ def test_sampler_draws_the_same_tokens_native_and_numba(monkeypatch):
             out.append(sampler.token_logprob(x, len(x) - 1))
             out += [sampler.sample_token(x, p, i, 3 + i) for p in params for i in range(4)]
         return out
-    monkeypatch.setattr(qmatmul, "use_native", False)
+    monkeypatch.setattr(native, "active", False)
     assert sampler._kernels() is S
     want = draws()
-    monkeypatch.setattr(qmatmul, "use_native", True)
+    monkeypatch.setattr(native, "active", True)
     assert sampler._kernels() is sampling_native
     assert draws() == want
 

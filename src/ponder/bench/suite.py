@@ -146,9 +146,9 @@ def run_kernels(model_name: str, threads: int, repeats: int) -> dict:
     from ponder.loading.model_files import load_model
     from ponder.model.linear import Activations, make_linear
 
-    from ponder.kernels import native, qmatmul
+    from ponder.kernels import native
 
-    if qmatmul.use_native:
+    if native.active:
         native.set_threads(threads)
     else:
         import numba

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from ponder.engine.scheduler import ScheduledChunk
-from ponder.kernels import native, qmatmul
+from ponder.kernels import native
 from ponder.model.fast_model import FastModel, StepInput
 
 
@@ -28,7 +28,7 @@ def kernel_isa() -> str:
 
 class ModelRunner:
     def __init__(self, weights, activation_bits: int, threads: int | None):
-        self.model = FastModel(weights, activation_bits, native=qmatmul.use_native)
+        self.model = FastModel(weights, activation_bits, native=native.active)
         self.bits = activation_bits
         self.threads = threads  # None: the default of the calling thread (native.threads(), numba's)
         # Every product on the native runtime's pool (kernels/native): then any Numba kernel that
@@ -52,13 +52,14 @@ class ModelRunner:
         """What runs the kernels: "native", "numba", or "native+numba" (some Numba kernels beside the pool)."""
         if not self.native:
             return "numba"
-        return "native+numba" if self.model.kernels(block_size).numba else "native"
+        return "native+numba" if self._numba_threads(block_size) else "native"
 
     def _numba_threads(self, block_size: int) -> int | None:
         """Numba's thread count for a step (None: leave it), or 0 if no Numba kernel runs."""
         if not self.native:
             return self.threads
-        return 1 if self.model.kernels(block_size).numba else 0
+        # 8-bit activations are quantized by Numba's kernels (act_quant_numba), once per input
+        return 1 if self.model.kernels(block_size).numba or self.bits == 8 else 0
 
     @contextmanager
     def _threads(self, block_size: int):

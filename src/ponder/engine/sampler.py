@@ -16,7 +16,7 @@ import numpy as np
 
 from ponder.engine.sampling_params import SamplingParams
 from ponder.errors import SamplingError
-from ponder.kernels import qmatmul, sampling_native
+from ponder.kernels import native, sampling_native
 
 
 def uniform(seed: int, sample_index: int, position: int) -> float:
@@ -26,9 +26,9 @@ def uniform(seed: int, sample_index: int, position: int) -> float:
 
 
 def _kernels():
-    """The weight kernels: the native runtime's when the products run there (qmatmul.use_native),
+    """The weight kernels: the native runtime's when the products run there (native.active),
     else Numba's (the reference).  The same bits either way (tests/test_ops_native.py)."""
-    if qmatmul.use_native:
+    if native.active:
         return sampling_native
     from ponder.kernels import sampling_numba
 

@@ -17,7 +17,7 @@ process's: kernels.isa.current()); ``quantize(x, out=None, bits=16) -> QAct``;
 one call, the same bits); ``matmul_scalar(W, a)`` (the oracle);
 ``kernel(isa, fmt, bits)`` (the compiled driver, for warm-up).
 
-Where they run: on Numba drivers, or with PONDER_NATIVE=1 (`use_native`) on the native runtime
+Where they run: on Numba drivers, or with PONDER_NATIVE=1 (`native.active`) on the native runtime
 (kernels/native, through qmm_native: objects compiled by llvmlite and cached under
 $PONDER_HOME/kernels/, ponder's own thread pool; off by default until attention runs there too).
 The Numba drivers are made from two templates with a
@@ -43,10 +43,6 @@ from ponder.kernels.act_quant import DEFAULT_BITS, Q16_MAX, QAct, quantize  # no
 from ponder.kernels.qmm_layout import (FMT_NAMES, FMT_Q4_0, FMT_Q4_1, FMT_Q8_0, QK, QMatrix,  # noqa: F401
                                        decode_gguf, from_gguf, pack)
 
-# The products run on the native runtime (kernels/native) if PONDER_NATIVE=1 (off by default, see
-# kernels/native/__init__.py); a module
-# attribute, so that a benchmark can alternate the two in one process (the same bits).
-use_native = native.enabled()
 
 
 def kernel(isa: str, fmt: int, bits: int):
@@ -67,7 +63,7 @@ def linear16(W, x):
     """y [M, W.rows] = W . x for float32 x [M, K], with 15-bit activations, in one call."""
     if W.isa == "scalar":
         return matmul_scalar(W, quantize(x, bits=16))
-    if use_native:
+    if native.active:
         if x.dtype != np.float32 or x.ndim != 2 or x.strides[1] != 4:
             x = np.ascontiguousarray(np.atleast_2d(x), dtype=np.float32)
         return qmm_native.linear16(W, x)[:, :W.rows]
@@ -84,7 +80,7 @@ def matmul(W, a, out=None):
         return matmul_scalar(W, a, out)
     M = a.qx.shape[0]
     y = out if out is not None else np.empty((M, W.buf.shape[0] * W.lanes), np.float32)
-    if use_native:
+    if native.active:
         return qmm_native.matmul(W, a, y)[:, :W.rows]
     ql = a.ql if a.bits == 16 else a.qx
     kernel(W.isa, W.fmt, a.bits)(W.buf, a.qx, ql, a.dx, a.dxs, a.sx, y)

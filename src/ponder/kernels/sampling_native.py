@@ -1,7 +1,7 @@
 """The sampler's kernels on the native runtime: the twins of kernels/sampling_numba.py's max_,
 weights, walk and kept_total (same signatures, same bits: the IR and its contract are in ops_emit.py).
 
-engine/sampler.py runs these when the native runtime is on (qmatmul.use_native), the Numba ones
+engine/sampler.py runs these when the native runtime is on (native.active), the Numba ones
 (the reference) otherwise.  Each is one serial entry of the "ops" unit (ops_native.unit()); a
 scalar result comes back through a small array.
 """

@@ -178,6 +178,8 @@ class FastModel:
                 kern.add_rms_norm(x, down, self.layers[li + 1].attn_norm, c.norm_eps, h)
             else:
                 np.add(x, down, out=x)
+        if len(step.logits_rows) == 0:  # a prefill chunk that ends no sequence
+            return np.empty((0, c.vocab_size), np.float32)
         rows = x[step.logits_rows]
         out = np.empty_like(rows)
         kern.rms_norm(rows, self.final_norm, c.norm_eps, out)

@@ -2,7 +2,7 @@
 
 Two implementations, the same bits (each native kernel is tested against its Numba twin):
 
-* native (kernels/native, on when qmatmul.use_native): the norms, RoPE and the split into
+* native (kernels/native, on when native.active): the norms, RoPE and the split into
   heads, SiLU*mul, the KV writes (kernels/ops_native.py) and paged attention
   (kernels/attention_native.py) come from ponder's llvmlite objects, attention on its
   thread pool beside the products.  Numba is never imported, which is a third of a warm start.

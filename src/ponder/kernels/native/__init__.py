@@ -30,7 +30,14 @@ _local = threading.local()
 
 
 def enabled() -> bool:
+    """What PONDER_NATIVE asks for."""
     return os.environ.get("PONDER_NATIVE", "0").strip() not in ("0", "false", "no", "off", "")
+
+
+# Whether this process runs its kernels here (the products, and a model's other kernels:
+# model/kernel_set.py; the sampler's: engine/sampler.py).  A module attribute, read at each
+# use, so that a benchmark can alternate the two in one process (the same bits either way).
+active = enabled()
 
 
 def threads() -> int:
