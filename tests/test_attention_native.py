@@ -190,6 +190,11 @@ def test_bad_input_is_a_clear_error():
     out2 = np.empty_like(q)
     attention_native.run(p, q, k_pool, v_pool, tables, rows, ctx, float(scale_of(q)) + 1e-12, out2)
     assert same_bits(out2, out)   # a Python float scale is rounded to float32
+    attention_native.run(p, q, k_pool, v_pool, tables, rows, ctx, 1, out2)
+    attention_native.run(p, q, k_pool, v_pool, tables, rows, ctx, np.float32(1), out)
+    assert same_bits(out2, out)   # an int scale is a number, not a float's bits
+    with pytest.raises(ValueError, match="row for every token"):
+        attention_native.run(p, q, k_pool, v_pool, tables, rows[:1].copy(), ctx, scale_of(q), out)
 
 
 @pytest.mark.real_model

@@ -26,6 +26,7 @@ from ponder.kernels import isa as isa_mod
 from ponder.kernels.attention_groups import SPLIT_BELOW
 
 _F32, _I32, _I64 = np.dtype(np.float32), np.dtype(np.int32), np.dtype(np.int64)
+_FLOATS = (float, np.float32, np.float64)
 _ALIGN = 16   # floats: 64 bytes
 _entries: dict = {}   # (isa, d, bs) -> the entry's address
 
@@ -147,6 +148,8 @@ def _check_step(p: Plan, tables, token_row, context_len, q, out) -> None:
     if context_len is not p.context_len and not (
             context_len.shape == p.context_len.shape and np.array_equal(context_len, p.context_len)):
         raise ValueError("context_len differs from the one the plan was made for")
+    if tables.ndim != 2 or token_row.ndim != 1 or len(token_row) < p.n_tokens:
+        raise ValueError("block_tables must be (sequences, blocks) and token_row hold a row for every token")
     rows = token_row[p.groups[1]]
     if len(rows) and (rows.min() < 0 or rows.max() >= len(tables)):
         raise ValueError("token_row points outside block_tables")
@@ -188,6 +191,8 @@ def run(p: Plan, q, k_pool_layer, v_pool_layer, block_tables, token_row, context
             raise ValueError("block_tables holds a block id outside the KV pool")
         raise ValueError(f"native attention: k must be float32 (blocks, {p.kv_heads}, {d}, {p.bs}) and v "
                          f"(blocks, {p.kv_heads}, {p.bs}, {d}), with contiguous rows")
+    if scale.__class__ not in _FLOATS:   # the builtin would pass an int as its value, not as a float
+        scale = float(scale)
     native.runtime().call(p.entry, p.words + (token_row, context_len, block_tables, block_tables.strides[0], q,
                                               q.strides[0], out, out.strides[0], k, k.strides[0], k.strides[1],
                                               v, v.strides[0], v.strides[1], scale), native.threads())
