@@ -126,6 +126,24 @@ def test_write_kv(heads, d, bs):
         assert same_bits(mine[0], pools[0]) and same_bits(mine[1], pools[1])
 
 
+def test_no_tokens_and_one_column():
+    """Empty batches (a step that wants no logits) and one-column rows, whatever NumPy's strides say."""
+    x = np.ones((5, 8), np.float32)[np.zeros(0, np.int64)]
+    w = np.ones(8, np.float32)
+    out = np.empty_like(x)
+    ops_native.rms_norm(x, w, 1e-5, out)
+    ops_native.add_rms_norm(x, x, w, 1e-5, out)
+    ops_native.silu_mul(x, 0, x, 0, out)
+    e = np.zeros((0, 2, 4), np.float32)
+    cos, sin = rope.rope_tables(1e4, 4, 4)
+    ops_native.qkv_heads(x, 0, x, 0, x, 0, *[np.zeros(0, np.float32)] * 3, np.zeros(0, np.int64), cos, sin, e, e, e)
+    col = np.arange(12, dtype=np.float32).reshape(4, 3)[:, 1:2]   # one column, element stride 12
+    want, got = np.empty((4, 1), np.float32), np.empty((4, 1), np.float32)
+    ops.rms_norm(col, w[:1], 1e-5, want)
+    ops_native.rms_norm(col, w[:1], 1e-5, got)
+    assert same_bits(got, want)
+
+
 def test_layouts_the_ir_cannot_read_are_refused():
     x = np.zeros((2, 8), np.float32)
     out = np.empty_like(x)

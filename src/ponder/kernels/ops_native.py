@@ -48,9 +48,13 @@ def unit() -> _Unit:
     return _unit
 
 
-def _unit_stride(*arrays) -> None:
-    raise ValueError("native ops read float32 rows of unit stride; got arrays of dtype/strides "
-                     + ", ".join(f"{a.dtype}/{a.strides}" for a in arrays))
+def _check_rows(*arrays) -> None:
+    """The slow check, when the quick one (element stride 4) failed: raise unless every array is
+    float32 with unit-stride rows, or has no row of two elements (empty arrays, one column)."""
+    bad = [a for a in arrays if a.dtype != np.float32 or (a.strides[1] != 4 and a.shape[0] and a.shape[1] > 1)]
+    if bad:
+        raise ValueError("native ops read float32 rows of unit stride; got arrays of dtype/shape/strides "
+                         + ", ".join(f"{a.dtype}/{a.shape}/{a.strides}" for a in bad))
 
 
 def _as(a, dtype):
@@ -60,7 +64,7 @@ def _as(a, dtype):
 def rms_norm(x, weight, eps, out):
     """ops.rms_norm: out[t] = x[t] / sqrt(mean(x[t]^2) + eps) * weight."""
     if x.strides[1] != 4 or out.strides[1] != 4:
-        _unit_stride(x, out)
+        _check_rows(x, out)
     u = _unit or unit()
     u.call(u.entry["rms_norm"], u.state, 1, x, x.strides[0], weight, out, out.strides[0], x.shape[0], x.shape[1],
            eps)
@@ -69,7 +73,7 @@ def rms_norm(x, weight, eps, out):
 def add_rms_norm(x, y, weight, eps, out):
     """ops.add_rms_norm: x += y in place, then out = rms_norm(x)."""
     if x.strides[1] != 4 or y.strides[1] != 4 or out.strides[1] != 4:
-        _unit_stride(x, y, out)
+        _check_rows(x, y, out)
     u = _unit or unit()
     u.call(u.entry["add_rms_norm"], u.state, 1, x, x.strides[0], y, y.strides[0], weight, out, out.strides[0],
            x.shape[0], x.shape[1], eps)
@@ -78,7 +82,7 @@ def add_rms_norm(x, y, weight, eps, out):
 def qkv_heads(q_src, q_col, k_src, k_col, v_src, v_col, bq, bk, bv, positions, cos, sin, q, k, v):
     """ops.qkv_heads: Q, K, V split into heads from the projections' outputs, plus bias, RoPE on Q and K."""
     if q_src.strides[1] != 4 or k_src.strides[1] != 4 or v_src.strides[1] != 4:
-        _unit_stride(q_src, k_src, v_src)
+        _check_rows(q_src, k_src, v_src)
     n, hq, d = q.shape
     u = _unit or unit()
     u.call(u.entry["qkv_heads"], u.state, 1, q_src, q_src.strides[0], q_col, k_src, k_src.strides[0], k_col,
@@ -89,7 +93,7 @@ def qkv_heads(q_src, q_col, k_src, k_col, v_src, v_col, bq, bk, bv, positions, c
 def silu_mul(gate_src, gate_col, up_src, up_col, out):
     """ops.silu_mul: out = SiLU(gate) * up, read in place from columns of their sources."""
     if gate_src.strides[1] != 4 or up_src.strides[1] != 4 or out.strides[1] != 4:
-        _unit_stride(gate_src, up_src, out)
+        _check_rows(gate_src, up_src, out)
     u = _unit or unit()
     u.call(u.entry["silu_mul"], u.state, 1, gate_src, gate_src.strides[0], gate_col, up_src, up_src.strides[0],
            up_col, out, out.strides[0], out.shape[0], out.shape[1])
