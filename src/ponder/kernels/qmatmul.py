@@ -17,9 +17,10 @@ process's: kernels.isa.current()); ``quantize(x, out=None, bits=16) -> QAct``;
 one call, the same bits); ``matmul_scalar(W, a)`` (the oracle);
 ``kernel(isa, fmt, bits)`` (the compiled driver, for warm-up).
 
-Where they run: on Numba drivers, or with PONDER_NATIVE=1 (`native.active`) on the native runtime
-(kernels/native, through qmm_native: objects compiled by llvmlite and cached under
-$PONDER_HOME/kernels/, ponder's own thread pool; off by default until attention runs there too).
+Where they run: on the native runtime (kernels/native, through qmm_native: objects compiled by
+llvmlite and cached under $PONDER_HOME/kernels/, ponder's own thread pool) when `native.active`
+(the default; PONDER_NATIVE=0 turns it off) or the caller says so (`on_native`: a model decides
+for all its products, model/kernel_set.py), else on Numba drivers (qmm_numba.py).
 The Numba drivers are made from two templates with a
 distinct name per (back end, format, bits) and a hash of the kernel sources, so that Numba's
 on-disk cache (cache=True, keyed by name, CPU and the template's file) never loads a kernel
@@ -59,11 +60,12 @@ def matmul_scalar(W, a, out=None):
     return oracle(W, a, out)
 
 
-def linear16(W, x):
-    """y [M, W.rows] = W . x for float32 x [M, K], with 15-bit activations, in one call."""
+def linear16(W, x, on_native: bool | None = None):
+    """y [M, W.rows] = W . x for float32 x [M, K], with 15-bit activations, in one call.
+    on_native: run on the native runtime (None: if native.active), else on a Numba driver."""
     if W.isa == "scalar":
         return matmul_scalar(W, quantize(x, bits=16))
-    if native.active:
+    if native.active if on_native is None else on_native:
         if x.dtype != np.float32 or x.ndim != 2 or x.strides[1] != 4:
             x = np.ascontiguousarray(np.atleast_2d(x), dtype=np.float32)
         return qmm_native.linear16(W, x)[:, :W.rows]
@@ -74,13 +76,14 @@ def linear16(W, x):
     return y[:, :W.rows]
 
 
-def matmul(W, a, out=None):
-    """y [M, W.rows] float32 = W . x for quantized activations a (QAct from quantize())."""
+def matmul(W, a, out=None, on_native: bool | None = None):
+    """y [M, W.rows] float32 = W . x for quantized activations a (QAct from quantize()); on_native
+    as linear16's."""
     if W.isa == "scalar":
         return matmul_scalar(W, a, out)
     M = a.qx.shape[0]
     y = out if out is not None else np.empty((M, W.buf.shape[0] * W.lanes), np.float32)
-    if native.active:
+    if native.active if on_native is None else on_native:
         return qmm_native.matmul(W, a, y)[:, :W.rows]
     ql = a.ql if a.bits == 16 else a.qx
     kernel(W.isa, W.fmt, a.bits)(W.buf, a.qx, ql, a.dx, a.dxs, a.sx, y)

@@ -163,17 +163,17 @@ class FastModel:
         attn = np.empty((n, c.n_heads, c.head_dim), np.float32)
         kern.rms_norm(x, self.layers[0].attn_norm, c.norm_eps, h)
         for li, layer in enumerate(self.layers):
-            (qs, qc), (ks, kc), (vs, vc) = layer.qkv(Activations(h, self.bits))
+            (qs, qc), (ks, kc), (vs, vc) = layer.qkv(Activations(h, self.bits, self.native))
             kern.qkv_heads(qs, qc, ks, kc, vs, vc, layer.bq, layer.bk, layer.bv, step.positions, self.cos, self.sin,
                           q, k, v)
             kern.write_kv(k_pool[li], v_pool[li], k, v, slot_token, slot_block, slot_offset)
             kern.attention(plan, q, k_pool[li], v_pool[li], tables, step.token_row, context_len, self.scale, attn)
-            kern.add_rms_norm(x, layer.wo(Activations(attn.reshape(n, -1), self.bits)), layer.ffn_norm,
+            kern.add_rms_norm(x, layer.wo(Activations(attn.reshape(n, -1), self.bits, self.native)), layer.ffn_norm,
                              c.norm_eps, h)
-            (gs, gc), (us, uc) = layer.gate_up(Activations(h, self.bits))
+            (gs, gc), (us, uc) = layer.gate_up(Activations(h, self.bits, self.native))
             mid = np.empty((n, layer.inter), np.float32)
             kern.silu_mul(gs, gc, us, uc, mid)
-            down = layer.w_down(Activations(mid, self.bits))
+            down = layer.w_down(Activations(mid, self.bits, self.native))
             if li + 1 < len(self.layers):
                 kern.add_rms_norm(x, down, self.layers[li + 1].attn_norm, c.norm_eps, h)
             else:
@@ -183,4 +183,4 @@ class FastModel:
         rows = x[step.logits_rows]
         out = np.empty_like(rows)
         kern.rms_norm(rows, self.final_norm, c.norm_eps, out)
-        return np.ascontiguousarray(self.output(Activations(out, self.bits)))
+        return np.ascontiguousarray(self.output(Activations(out, self.bits, self.native)))

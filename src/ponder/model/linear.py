@@ -24,11 +24,15 @@ _INT_FORMATS = {"Q4_0": qmatmul.FMT_Q4_0, "Q4_1": qmatmul.FMT_Q4_1, "Q8_0": qmat
 
 
 class Activations:
-    """The input of one or more linear layers: float32 rows, quantized on first use."""
+    """The input of one or more linear layers: float32 rows, quantized on first use.  on_native:
+    whether the products run on the native runtime (None: if kernels.native.active); a model
+    decides for all its products at once (model/kernel_set.py), so that two thread pools never
+    take turns on the same cores."""
 
-    def __init__(self, x: np.ndarray, bits: int = 16):
+    def __init__(self, x: np.ndarray, bits: int = 16, on_native: bool | None = None):
         self.x = x
         self.bits = bits
+        self.on_native = on_native
         self._q = None
 
     @property
@@ -40,8 +44,8 @@ class Activations:
     def times(self, packed) -> np.ndarray:
         """The product with a packed quantized matrix: quantize-and-multiply in one call unless already quantized."""
         if self.bits == 16 and self._q is None:
-            return qmatmul.linear16(packed, self.x)
-        return qmatmul.matmul(packed, self.q)
+            return qmatmul.linear16(packed, self.x, self.on_native)
+        return qmatmul.matmul(packed, self.q, on_native=self.on_native)
 
 
 class QuantLinear:

@@ -1,22 +1,26 @@
 """ponder's own native kernel runtime: kernels compiled by llvmlite into cached objects, run on its own pool.
 
-The end state (issue 14): every kernel of the generate path comes from one cached native
-object per unit and runs on this pool, and Numba is not imported at run time.  Today the
-weight products and the activation quantizers run here (kernels/qmm_native.py), and paged
-attention (kernels/attention_native.py: a step's jobs as the pool's items); the norms, RoPE,
-SiLU, the KV writes and the sampler's kernels have native twins (kernels/ops_emit.py, not yet
-wired into the model).
+Every kernel of the generate path comes from a cached native object and runs on this pool,
+and Numba is not imported (a warm `ponder generate` starts in about half the time):
+
+* the weight products and the activation quantizers (kernels/qmm_native.py, qmm_emit.py,
+  act_quant_emit.py), one unit per instruction set;
+* paged attention (kernels/attention_native.py, attention_job_emit.py: a step's jobs are the
+  pool's items), one unit per (instruction set, head dim, KV block size);
+* the norms, RoPE and the split into heads, SiLU*mul, the KV writes and the sampler's kernels
+  (kernels/ops_native.py, sampling_native.py, ops_emit.py), one unit "ops", serial.
 
     build.py   what goes into a unit's object, and compiling it (llvmlite, O3, host CPU)
     cache.py   the objects under $PONDER_HOME/kernels/, checksummed, rebuilt when stale or corrupt
     pool.py    the thread pool in IR: claim-by-CAS items, spin then futex-park idle workers
     bind.py    the process's runtime: MCJIT, the workers, run() through ctypes
+    pycall.py  a CPython builtin in IR that carries the calls
 
-Off by default until attention runs on the pool too; PONDER_NATIVE=1 turns it on (the same bits
-either way).  Beside the native pool the engine must run Numba's kernels on one thread (two
-spinning pools on the same cores collapse), and serial attention costs more than the native
-products save: on a quiet 2-core machine (2026-12-02, 00:45-00:56 UTC, avx512_vnni) prefill of
-256 tokens ran 0.85x and 16 samples of one prompt 0.85x the all-Numba engine, decode the same.
+On by default; PONDER_NATIVE=0 runs the Numba twins instead (the reference: the same bits).
+A model that has float weights, or runs PONDER_ISA=scalar, runs on Numba whatever this says
+(model/kernel_set.py).  On a quiet 2-core machine (2026-12-02, 02:45-03:00 UTC, avx512_vnni),
+native against all-Numba, alternated fresh processes: prefill of 256 tokens 1.06x, 16 samples
+of one prompt 1.17x, decode 1.39x, warm start to the first token 0.44x the time (BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -30,8 +34,8 @@ _local = threading.local()
 
 
 def enabled() -> bool:
-    """What PONDER_NATIVE asks for."""
-    return os.environ.get("PONDER_NATIVE", "0").strip() not in ("0", "false", "no", "off", "")
+    """What PONDER_NATIVE asks for (on unless it says 0, false, no or off)."""
+    return os.environ.get("PONDER_NATIVE", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 # Whether this process runs its kernels here (the products, and a model's other kernels:
