@@ -7,6 +7,7 @@ import pytest
 
 from ponder.kernels import attention
 from ponder.kernels import isa as ISA
+from attention_reference import reference
 
 BS, D, KVH, G = 16, 64, 3, 3  # block size, head dim, kv heads, query heads per kv head
 
@@ -35,20 +36,6 @@ def run(q, k_pool, v_pool, tables, rows, ctx, groups, scalar=False, isa=None):
     out = np.full_like(q, np.nan)
     attention.paged_attention(q, k_pool, v_pool, tables, rows, ctx, np.float32(q.shape[2] ** -0.5), out, *groups,
                               scalar=scalar, isa=isa)
-    return out
-
-
-def reference(q, k_pool, v_pool, tables, rows, ctx):
-    bs = k_pool.shape[3]
-    out = np.zeros(q.shape)
-    for t in range(len(q)):
-        blocks = tables[rows[t], : -(-ctx[t] // bs)]
-        k = np.concatenate([k_pool[b].transpose(0, 2, 1) for b in blocks], axis=1)[:, : ctx[t]].astype(np.float64)
-        v = np.concatenate([v_pool[b] for b in blocks], axis=1)[:, : ctx[t]].astype(np.float64)
-        for h in range(q.shape[1]):
-            s = k[h // G] @ q[t, h] * q.shape[2] ** -0.5
-            p = np.exp(s - s.max())
-            out[t, h] = p @ v[h // G] / p.sum()
     return out
 
 

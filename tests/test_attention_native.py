@@ -8,6 +8,7 @@ import pytest
 
 from ponder.kernels import attention, attention_groups, attention_native, native
 from ponder.kernels import isa as ISA
+from attention_reference import reference
 
 SIMD = [n for n in ISA.available() if n != "scalar"]
 
@@ -134,20 +135,6 @@ def test_shapes_and_back_ends(isa, d, bs, g):
         want = numba(args, groups, scalar=True)
         for threads in (1, 2):
             assert same_bits(native_run(args, groups, isa=isa, threads=threads), want), (threads, groups[2])
-
-
-def reference(q, k_pool, v_pool, tables, rows, ctx):
-    bs, g = k_pool.shape[3], q.shape[1] // k_pool.shape[1]
-    out = np.zeros(q.shape)
-    for t in range(len(q)):
-        blocks = tables[rows[t], : -(-ctx[t] // bs)]
-        k = np.concatenate([k_pool[b].transpose(0, 2, 1) for b in blocks], axis=1)[:, : ctx[t]].astype(np.float64)
-        v = np.concatenate([v_pool[b] for b in blocks], axis=1)[:, : ctx[t]].astype(np.float64)
-        for h in range(q.shape[1]):
-            s = k[h // g] @ q[t, h] * q.shape[2] ** -0.5
-            p = np.exp(s - s.max())
-            out[t, h] = p @ v[h // g] / p.sum()
-    return out
 
 
 def test_matches_float64_reference():
