@@ -65,8 +65,8 @@ class ModelRunner:
     def _threads(self, block_size: int):
         numba_threads = self._numba_threads(block_size)
         native_before = native.set_threads(self.threads) if self.native and self.threads else None
-        before = None
-        if numba_threads:
+        numba = before = None
+        if numba_threads:  # imported only when a Numba kernel runs in this step
             import numba
 
             before = numba.get_num_threads()
@@ -74,9 +74,7 @@ class ModelRunner:
         try:
             yield
         finally:
-            if before is not None:
-                import numba
-
+            if numba is not None:
                 numba.set_num_threads(before)
             if self.native and self.threads:
                 native.set_threads(native_before)
